@@ -1,0 +1,181 @@
+"""Per-stream entropy coders: raw, rANS, zstd-22, brotli-11.
+
+A *stream* is one array the container stores: the integer symbols of a
+quantized tensor, its row scales, or the bytes of a float tensor. Every stream
+has a logical form (what `decode_stream` returns) and each coder turns a
+*representation* of it into stored bytes:
+
+    stream type       raw                     rans                      zstd / brotli
+    int (b bits)      bit-packed, b bits each u = s + 128, one symbol   int8 bytes (two's complement)
+    float16/32/bf16   little-endian bytes     bytes as symbols          little-endian bytes
+
+Float streams may also be *byte-shuffled* first (all first bytes of each value,
+then all second bytes, ...), which groups exponents together and helps every
+coder on smooth float data; the transform is recorded per stream.
+
+The writer tries every allowed (coder, transform) and keeps the smallest;
+ties go to the cheaper decoder (order of CODERS). Decoding validates sizes
+before allocating and checks the decoded length exactly, so a hostile stream
+gives a FormatError, never a bomb.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import brotli
+import numpy as np
+import zstandard
+
+from golfpack import _C
+from golfpack.errors import FormatError
+
+# Order matters: ties in size go to the earlier (faster to decode) coder.
+CODERS = ("raw", "rans", "zstd", "brotli")
+FLOAT_TYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4"), "bfloat16": np.dtype("<u2"), "float64": np.dtype("<f8")}
+TRANSFORMS = ("none", "byteshuffle")
+ZSTD_LEVEL = 22
+BROTLI_QUALITY = 11
+RANS_SYMBOL_OFFSET = 128  # int symbols s in [-128, 127] are coded as u = s + 128 in 0..255
+
+
+@dataclass(frozen=True)
+class StreamType:
+    """What a stream holds: `int` symbols of `bits` bits, or a float type; `count` elements."""
+
+    kind: str  # "int" or one of FLOAT_TYPES
+    count: int
+    bits: int = 8  # for kind == "int"
+
+    @property
+    def itemsize(self) -> int:
+        return 1 if self.kind == "int" else FLOAT_TYPES[self.kind].itemsize
+
+    @property
+    def raw_bytes(self) -> int:
+        """Size of the uncompressed logical representation (bytes)."""
+        if self.kind == "int":
+            return (self.count * self.bits + 7) // 8
+        return self.count * self.itemsize
+
+
+def _shuffle(b: bytes, itemsize: int) -> bytes:
+    if itemsize == 1 or not b:
+        return b
+    return np.frombuffer(b, np.uint8).reshape(-1, itemsize).T.tobytes()
+
+
+def _unshuffle(b: bytes, itemsize: int) -> bytes:
+    if itemsize == 1 or not b:
+        return b
+    return np.frombuffer(b, np.uint8).reshape(itemsize, -1).T.tobytes()
+
+
+def _representation(values: np.ndarray, st: StreamType, coder: str, transform: str) -> bytes:
+    """The bytes a coder compresses for this stream (see the module table)."""
+    if st.kind == "int":
+        if coder == "raw":
+            return _C.pack_bits(values, st.bits).tobytes()
+        if coder == "rans":
+            return (values.astype(np.int16) + RANS_SYMBOL_OFFSET).astype(np.uint8).tobytes()
+        return values.tobytes()
+    b = values.tobytes()
+    return _shuffle(b, st.itemsize) if transform == "byteshuffle" else b
+
+
+def encode_stream(values: np.ndarray, st: StreamType, coder: str, transform: str = "none") -> bytes:
+    """Encode one stream with one coder. `values` is int8 (int streams) or the float dtype's bits."""
+    rep = _representation(values, st, coder, transform)
+    if coder == "raw":
+        return rep
+    if coder == "rans":
+        return _C.rans_encode(np.frombuffer(rep, np.uint8), 0)
+    if coder == "zstd":
+        # write_content_size lets the reader check the declared size before allocating
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(rep)
+    if coder == "brotli":
+        return brotli.compress(rep, quality=BROTLI_QUALITY)
+    raise ValueError(f"unknown coder {coder!r}")
+
+
+def best_encoding(values: np.ndarray, st: StreamType, coders=CODERS) -> tuple[str, str, bytes]:
+    """Try every allowed coder (and, for floats, both transforms); return the smallest (coder, transform, bytes)."""
+    transforms = ("none",) if st.kind == "int" or st.itemsize == 1 else TRANSFORMS
+    best = None
+    for coder in CODERS:
+        if coder not in coders:
+            continue
+        for tf in transforms:
+            if coder == "raw" and tf != "none":
+                continue  # shuffling raw bytes saves nothing
+            data = encode_stream(values, st, coder, tf)
+            if best is None or len(data) < len(best[2]):
+                best = (coder, tf, data)
+    if best is None:
+        raise ValueError(f"no usable coder among {coders!r}")
+    return best
+
+
+def _bounded_zstd(data: bytes, size: int) -> bytes:
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd stream header is invalid ({e})") from None
+    if declared != size:
+        raise FormatError(f"zstd stream declares {declared} bytes, the manifest expects {size}")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd stream is corrupt ({e})") from None
+    return out
+
+
+def _bounded_brotli(data: bytes, size: int) -> bytes:
+    d = brotli.Decompressor()
+    try:
+        out = d.process(data, output_buffer_limit=size + 1)
+    except brotli.error as e:
+        raise FormatError(f"brotli stream is corrupt ({e})") from None
+    if len(out) > size or not d.is_finished():
+        raise FormatError(f"brotli stream does not decode to exactly the {size} bytes the manifest expects")
+    return out
+
+
+def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "none") -> np.ndarray:
+    """Inverse of encode_stream: int8 symbols (int streams) or the float dtype (bf16 as uint16 bits)."""
+    if coder == "raw":
+        if len(data) != st.raw_bytes:
+            raise FormatError(f"raw stream holds {len(data)} bytes, {st.count} elements need {st.raw_bytes}")
+        if st.kind == "int":
+            return _C.unpack_bits(np.frombuffer(data, np.uint8), st.bits, st.count)
+        rep = data
+    elif coder == "rans":
+        n = st.count * st.itemsize
+        try:
+            sym = _C.rans_decode(np.frombuffer(data, np.uint8), n)
+        except ValueError as e:
+            raise FormatError(str(e)) from None
+        if st.kind == "int":
+            vals = sym.astype(np.int16) - RANS_SYMBOL_OFFSET
+            lo, hi = -(1 << (st.bits - 1)), (1 << (st.bits - 1)) - 1
+            if n and (vals.min() < lo or vals.max() > hi):
+                raise FormatError(f"rANS stream decodes symbols outside the {st.bits}-bit range")
+            return vals.astype(np.int8)
+        rep = sym.tobytes()
+    elif coder in ("zstd", "brotli"):
+        n = st.count * st.itemsize  # int streams are stored one byte per symbol here
+        rep = _bounded_zstd(data, n) if coder == "zstd" else _bounded_brotli(data, n)
+        if st.kind == "int":
+            vals = np.frombuffer(rep, np.int8)
+            lo, hi = -(1 << (st.bits - 1)), (1 << (st.bits - 1)) - 1
+            if n and (vals.min() < lo or vals.max() > hi):
+                raise FormatError(f"{coder} stream decodes symbols outside the {st.bits}-bit range")
+            return vals.copy()
+    else:
+        raise FormatError(f"unknown coder {coder!r} (this golfpack knows {', '.join(CODERS)})")
+    if st.kind == "int":
+        raise FormatError("int streams cannot be byte-shuffled")
+    if transform == "byteshuffle":
+        rep = _unshuffle(rep, st.itemsize)
+    elif transform != "none":
+        raise FormatError(f"unknown stream transform {transform!r}")
+    return np.frombuffer(rep, FLOAT_TYPES[st.kind]).copy()

@@ -1,0 +1,415 @@
+"""The golfpack artifact container: writer and strict parser (spec: FORMAT.md).
+
+    [fixed header, 28 bytes][manifest (JSON, zstd or raw)][payload: streams back to back]
+
+The parser follows FORMAT.md field by field. It never unpickles, never
+executes anything, validates every size and offset before it allocates, and
+checks a CRC-32 over the header + manifest and one per stream. Anything wrong
+is a FormatError whose message names the field.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import zstandard
+
+from golfpack.codec.coders import FLOAT_TYPES, StreamType, decode_stream
+from golfpack.errors import FormatError, GolfpackError
+
+MAGIC = b"GOLFPACK"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sHHBBHIII")  # magic, version, flags, manifest_coding, reserved u8, reserved u16, stored, raw, crc
+HEADER_SIZE = HEADER.size  # 28
+MANIFEST_RAW, MANIFEST_ZSTD = 0, 1
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_TENSORS = 1 << 20
+MAX_NDIM = 8
+MAX_TOTAL_ELEMENTS = 1 << 32  # hostile-size guard: decoding allocates at most this many elements in all
+
+TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+SCHEMES = {
+    # kind -> (stream roles it needs, scheme keys it needs)
+    "float": ({"data"}, set()),
+    "int_rowscale": ({"symbols", "scales"}, {"bits"}),
+    "int_tensorscale": ({"symbols", "scales"}, {"bits"}),
+}
+TENSOR_KEYS = {"name", "shape", "dtype", "scheme", "streams"}
+OPTIONAL_TENSOR_KEYS = {"meta"}
+STREAM_KEYS = {"type", "count", "coder", "transform", "offset", "length", "crc32"}
+TOP_KEYS = {"config", "source", "payload_bytes", "tensors"}
+
+
+# ----------------------------------------------------------------------------- model of a parsed artifact
+
+
+@dataclass
+class StreamEntry:
+    role: str
+    type: StreamType
+    coder: str
+    transform: str
+    offset: int
+    length: int
+    crc32: int
+
+    def to_json(self) -> dict:
+        d = {"type": self.type.kind, "count": self.type.count, "coder": self.coder, "transform": self.transform,
+             "offset": self.offset, "length": self.length, "crc32": self.crc32}
+        if self.type.kind == "int":
+            d["bits"] = self.type.bits
+        return d
+
+
+@dataclass
+class TensorEntry:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scheme: dict
+    streams: dict[str, StreamEntry]
+    meta: dict = field(default_factory=dict)
+    _payload: memoryview | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.scheme["kind"]
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.kind != "float"
+
+    @property
+    def bits(self) -> int:
+        if self.is_quantized:
+            return int(self.scheme["bits"])
+        return 8 * self.streams["data"].type.itemsize
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.length for s in self.streams.values())
+
+    def stream_bytes(self, role: str) -> bytes:
+        s = self.streams[role]
+        b = bytes(self._payload[s.offset : s.offset + s.length])
+        if zlib.crc32(b) != s.crc32:
+            raise FormatError(f"tensor {self.name!r}: {role} stream checksum mismatch (artifact is corrupt)")
+        return b
+
+    def _decode(self, role: str) -> np.ndarray:
+        s = self.streams[role]
+        try:
+            return decode_stream(self.stream_bytes(role), s.type, s.coder, s.transform)
+        except FormatError as e:
+            raise FormatError(f"tensor {self.name!r}: {role} stream: {e}") from None
+
+    def symbols(self) -> np.ndarray:
+        """Integer symbols (int8, the tensor's shape) of a quantized tensor."""
+        if not self.is_quantized:
+            raise GolfpackError(f"tensor {self.name!r} is stored as float, it has no symbols")
+        return self._decode("symbols").reshape(self.shape)
+
+    def scales(self) -> torch.Tensor:
+        """Row scales ([rows]) or the one tensor scale ([]) in their stored dtype."""
+        if not self.is_quantized:
+            raise GolfpackError(f"tensor {self.name!r} is stored as float, it has no scales")
+        t = _float_tensor(self._decode("scales"), self.streams["scales"].type.kind)
+        return t.reshape(()) if self.kind == "int_tensorscale" else t
+
+    def float_data(self) -> torch.Tensor:
+        """A float tensor's stored values, in the stored dtype (before any cast)."""
+        return _float_tensor(self._decode("data"), self.streams["data"].type.kind).reshape(self.shape)
+
+    def dequantize(self) -> torch.Tensor:
+        """The decoded float tensor, as the source's own loader would produce it."""
+        dtype = TORCH_DTYPES[self.dtype]
+        if not self.is_quantized:
+            return self.float_data().to(dtype).contiguous()
+        from golfpack.checkpoint import QuantizedSource
+
+        return QuantizedSource(torch.from_numpy(self.symbols()), self.scales(), dtype).dequantize()
+
+
+def _float_tensor(values: np.ndarray, kind: str) -> torch.Tensor:
+    if kind == "bfloat16":  # numpy has no bf16: the stream holds the raw uint16 bits
+        return torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(values)
+
+
+@dataclass
+class Artifact:
+    version: int
+    config: dict | None
+    source: dict
+    tensors: dict[str, TensorEntry]
+    file_bytes: int
+    header_bytes: int  # fixed header + stored manifest
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: t.dequantize() for name, t in self.tensors.items()}
+
+    def verify(self) -> None:
+        """Check every stream's CRC-32 (the header's was checked on open)."""
+        for t in self.tensors.values():
+            for role in t.streams:
+                t.stream_bytes(role)
+
+    def to_checkpoint(self):
+        """The artifact as a Checkpoint: symbols and scales exact, floats bit-exact."""
+        from golfpack.checkpoint import Checkpoint, QuantizedSource
+
+        ck = Checkpoint(config=self.config, source_format="golfpack")
+        for name, t in self.tensors.items():
+            dtype = TORCH_DTYPES[t.dtype]
+            if t.is_quantized:
+                ck.quantized[name] = QuantizedSource(torch.from_numpy(t.symbols()), t.scales(), dtype)
+            else:
+                data = t.float_data()
+                ck.floats[name] = data
+                if data.dtype != dtype:
+                    ck.cast[name] = dtype
+            ck.order.append(name)
+        return ck
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+@dataclass
+class EncodedStream:
+    type: StreamType
+    coder: str
+    transform: str
+    data: bytes
+
+
+@dataclass
+class EncodedTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scheme: dict
+    streams: dict[str, EncodedStream]
+    meta: dict = field(default_factory=dict)
+
+
+def _canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, source: dict | None = None,
+                   manifest_coding: int = MANIFEST_ZSTD) -> bytes:
+    """Serialize encoded tensors into artifact bytes. Deterministic: same input, same bytes."""
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise GolfpackError("duplicate tensor names in artifact")
+    entries, blobs, offset = [], [], 0
+    for t in tensors:
+        streams = {}
+        for role in sorted(t.streams):
+            s = t.streams[role]
+            e = StreamEntry(role, s.type, s.coder, s.transform, offset, len(s.data), zlib.crc32(s.data))
+            streams[role] = e.to_json()
+            blobs.append(s.data)
+            offset += len(s.data)
+        entry = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "scheme": t.scheme, "streams": streams}
+        if t.meta:
+            entry["meta"] = t.meta
+        entries.append(entry)
+    manifest = {"config": config, "source": source or {}, "payload_bytes": offset, "tensors": entries}
+    raw = _canonical_json(manifest)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise GolfpackError(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
+    stored = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw) if manifest_coding else raw
+    head = HEADER.pack(MAGIC, FORMAT_VERSION, 0, manifest_coding, 0, 0, len(stored), len(raw), 0)[:-4]
+    crc = zlib.crc32(stored, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + stored + b"".join(blobs)
+
+
+def write_artifact(path: str | os.PathLike, data: bytes) -> None:
+    """Write atomically: a failed write never leaves a half artifact under `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _req(cond: bool, msg: str) -> None:
+    if not cond:
+        raise FormatError(msg)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        _req(k not in out, f"manifest: duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _parse_stream(tname: str, role: str, d, payload_len: int) -> StreamEntry:
+    where = f"manifest: tensor {tname!r} stream {role!r}"
+    _req(isinstance(d, dict), f"{where}: must be an object")
+    keys = set(d)
+    kind = d.get("type")
+    need = STREAM_KEYS | ({"bits"} if kind == "int" else set())
+    _req(keys == need, f"{where}: keys {sorted(keys)} (expected {sorted(need)})")
+    _req(kind == "int" or kind in FLOAT_TYPES, f"{where}: unknown type {kind!r}")
+    for k in ("count", "offset", "length", "crc32"):
+        _req(_is_int(d[k]) and d[k] >= 0, f"{where}: {k} must be a non-negative integer")
+    _req(d["crc32"] < 2**32, f"{where}: crc32 out of range")
+    _req(d["count"] <= MAX_TOTAL_ELEMENTS, f"{where}: count {d['count']} exceeds {MAX_TOTAL_ELEMENTS}")
+    _req(d["offset"] + d["length"] <= payload_len, f"{where}: bytes [{d['offset']}, {d['offset'] + d['length']}) lie outside the {payload_len}-byte payload")
+    bits = 8
+    if kind == "int":
+        _req(_is_int(d["bits"]) and 2 <= d["bits"] <= 8, f"{where}: bits must be 2..8, got {d['bits']!r}")
+        bits = d["bits"]
+    _req(isinstance(d["coder"], str), f"{where}: coder must be a string")
+    _req(d["transform"] in ("none", "byteshuffle"), f"{where}: unknown transform {d['transform']!r}")
+    from golfpack.codec.coders import CODERS
+
+    _req(d["coder"] in CODERS, f"{where}: unknown coder {d['coder']!r} (this golfpack knows {', '.join(CODERS)})")
+    return StreamEntry(role, StreamType(kind, d["count"], bits), d["coder"], d["transform"], d["offset"], d["length"], d["crc32"])
+
+
+def _parse_tensor(d, payload_len: int) -> TensorEntry:
+    _req(isinstance(d, dict), "manifest: tensor entry must be an object")
+    name = d.get("name")
+    _req(isinstance(name, str) and name != "", "manifest: tensor name must be a non-empty string")
+    where = f"manifest: tensor {name!r}"
+    keys = set(d)
+    _req(TENSOR_KEYS <= keys <= TENSOR_KEYS | OPTIONAL_TENSOR_KEYS, f"{where}: keys {sorted(keys)} (expected {sorted(TENSOR_KEYS)} + optional meta)")
+    shape = d["shape"]
+    _req(isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_int(x) and x >= 0 for x in shape),
+         f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers, got {shape!r}")
+    _req(d["dtype"] in TORCH_DTYPES, f"{where}: unsupported dtype {d['dtype']!r}")
+    scheme = d["scheme"]
+    _req(isinstance(scheme, dict) and isinstance(scheme.get("kind"), str), f"{where}: scheme must be an object with a kind")
+    kind = scheme["kind"]
+    _req(kind in SCHEMES, f"{where}: quantization scheme {kind!r} is not supported by this golfpack (knows {', '.join(SCHEMES)})")
+    roles, params = SCHEMES[kind]
+    _req(set(scheme) == params | {"kind"}, f"{where}: scheme keys {sorted(scheme)} (expected {sorted(params | {'kind'})})")
+    streams_d = d["streams"]
+    _req(isinstance(streams_d, dict) and set(streams_d) == roles, f"{where}: streams {sorted(streams_d) if isinstance(streams_d, dict) else streams_d!r} (expected {sorted(roles)})")
+    streams = {r: _parse_stream(name, r, streams_d[r], payload_len) for r in sorted(roles)}
+    numel = math.prod(shape)
+    _req(numel <= MAX_TOTAL_ELEMENTS, f"{where}: {numel} elements exceed {MAX_TOTAL_ELEMENTS}")
+    if kind == "float":
+        s = streams["data"]
+        _req(s.type.kind in FLOAT_TYPES, f"{where}: data stream must hold floats")
+        _req(s.type.count == numel, f"{where}: data stream holds {s.type.count} values, shape needs {numel}")
+    else:
+        bits = scheme["bits"]
+        _req(_is_int(bits) and 2 <= bits <= 8, f"{where}: bits must be 2..8, got {bits!r}")
+        sym, sc = streams["symbols"], streams["scales"]
+        _req(sym.type.kind == "int" and sym.type.bits == bits, f"{where}: symbols stream must be {bits}-bit int")
+        _req(sym.type.count == numel, f"{where}: symbols stream holds {sym.type.count} values, shape needs {numel}")
+        _req(sc.type.kind in ("float16", "float32"), f"{where}: scales must be float16 or float32")
+        if kind == "int_rowscale":
+            _req(len(shape) >= 1, f"{where}: per-row scales need at least one dimension")
+            _req(sc.type.count == shape[0], f"{where}: {sc.type.count} row scales for {shape[0]} rows")
+        else:
+            _req(sc.type.count == 1, f"{where}: a tensor scale must be one value")
+    meta = d.get("meta", {})
+    _req(isinstance(meta, dict), f"{where}: meta must be an object")
+    return TensorEntry(name, tuple(shape), d["dtype"], scheme, streams, meta)
+
+
+def parse_artifact(buf: bytes | memoryview) -> Artifact:
+    """Parse artifact bytes (see FORMAT.md). Streams decode lazily; each checks its CRC."""
+    mv = memoryview(buf)
+    n = len(mv)
+    _req(n >= HEADER_SIZE, f"not a golfpack artifact: {n} bytes is shorter than the {HEADER_SIZE}-byte header")
+    magic, version, flags, coding, r1, r2, stored, raw, crc = HEADER.unpack(mv[:HEADER_SIZE])
+    _req(magic == MAGIC, "not a golfpack artifact (bad magic)")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"artifact format version {version} is not supported: this golfpack reads version {FORMAT_VERSION}"
+            + (" (written by a newer golfpack; upgrade)" if version > FORMAT_VERSION else "")
+        )
+    _req(flags == 0 and r1 == 0 and r2 == 0, f"header: flags/reserved fields must be 0 in version {FORMAT_VERSION}")
+    _req(coding in (MANIFEST_RAW, MANIFEST_ZSTD), f"header: unknown manifest coding {coding}")
+    _req(raw <= MAX_MANIFEST_BYTES, f"header: manifest size {raw} exceeds the {MAX_MANIFEST_BYTES}-byte limit")
+    _req(HEADER_SIZE + stored <= n, f"truncated: header announces a {stored}-byte manifest, file has {n - HEADER_SIZE} bytes after the header")
+    stored_b = bytes(mv[HEADER_SIZE : HEADER_SIZE + stored])
+    _req(zlib.crc32(stored_b, zlib.crc32(bytes(mv[: HEADER_SIZE - 4]))) == crc, "header checksum mismatch (artifact header or manifest is corrupt)")
+    if coding == MANIFEST_ZSTD:
+        from golfpack.codec.coders import _bounded_zstd
+
+        try:
+            text = _bounded_zstd(stored_b, raw)
+        except FormatError as e:
+            raise FormatError(f"manifest: {e}") from None
+    else:
+        _req(stored == raw, "header: raw manifest sizes disagree")
+        text = stored_b
+    try:
+        man = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"manifest is not valid JSON ({e})") from None
+    _req(isinstance(man, dict) and set(man) == TOP_KEYS, f"manifest: top-level keys must be {sorted(TOP_KEYS)}")
+    _req(man["config"] is None or isinstance(man["config"], dict), "manifest: config must be an object or null")
+    _req(isinstance(man["source"], dict), "manifest: source must be an object")
+    payload_len = man["payload_bytes"]
+    _req(_is_int(payload_len) and payload_len >= 0, "manifest: payload_bytes must be a non-negative integer")
+    body_start = HEADER_SIZE + stored
+    _req(body_start + payload_len <= n, f"truncated: payload needs {payload_len} bytes, file has {n - body_start}")
+    _req(body_start + payload_len == n, f"{n - body_start - payload_len} unexpected bytes after the payload")
+    tl = man["tensors"]
+    _req(isinstance(tl, list) and len(tl) <= MAX_TENSORS, "manifest: tensors must be a list")
+    tensors: dict[str, TensorEntry] = {}
+    total = 0
+    spans = []
+    payload = mv[body_start:]
+    for d in tl:
+        t = _parse_tensor(d, payload_len)
+        _req(t.name not in tensors, f"manifest: duplicate tensor {t.name!r}")
+        total += t.numel
+        _req(total <= MAX_TOTAL_ELEMENTS, f"manifest: more than {MAX_TOTAL_ELEMENTS} elements in all")
+        t._payload = payload
+        tensors[t.name] = t
+        spans += [(s.offset, s.length, t.name, s.role) for s in t.streams.values()]
+    # Streams must tile the payload exactly: no gaps, no overlaps, nothing left over.
+    pos = 0
+    for off, length, name, role in sorted(spans):
+        _req(off == pos, f"manifest: tensor {name!r} {role} stream starts at {off}, expected {pos} (gap or overlap)")
+        pos += length
+    _req(pos == payload_len, f"manifest: streams cover {pos} of {payload_len} payload bytes")
+    return Artifact(version, man["config"], man["source"], tensors, n, body_start)
+
+
+def read_artifact(path_or_bytes: str | os.PathLike | bytes) -> Artifact:
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return parse_artifact(path_or_bytes)
+    p = Path(path_or_bytes)
+    if not p.is_file():
+        raise GolfpackError(f"{p}: no such artifact file")
+    try:
+        return parse_artifact(p.read_bytes())
+    except FormatError as e:
+        raise FormatError(f"{p}: {e}") from None

@@ -1,0 +1,88 @@
+"""Checkpoint -> artifact bytes.
+
+Lossless mode (the only mode until the quantization + planner issue lands):
+integer symbols the source already holds (the baseline's int8 + fp16 row
+scales) are stored exactly as `int_rowscale` / `int_tensorscale` tensors, and
+every float tensor is stored bit-exactly as a `float` tensor. Each stream gets
+the smallest of the allowed coders (codec.coders.best_encoding).
+
+Lossy modes plug in here later: a planner chooses per-tensor schemes and a
+quantizer produces symbols + scales, then the same stream coding applies.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from golfpack.checkpoint import Checkpoint
+from golfpack.codec.coders import CODERS, StreamType, best_encoding
+from golfpack.codec.container import DTYPE_NAMES, EncodedStream, EncodedTensor, build_artifact
+from golfpack.errors import GolfpackError
+
+
+def _float_values(t: torch.Tensor) -> tuple[str, np.ndarray]:
+    """(stream type, numpy values) of a float tensor; bf16 travels as its uint16 bits."""
+    if t.dtype not in DTYPE_NAMES:
+        raise GolfpackError(f"dtype {t.dtype} cannot be stored losslessly (supported: {', '.join(DTYPE_NAMES.values())})")
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    if t.dtype == torch.bfloat16:
+        return "bfloat16", t.view(torch.int16).numpy().view(np.uint16)
+    return DTYPE_NAMES[t.dtype], t.numpy()
+
+
+def _plan_lossless(ck: Checkpoint):
+    """Yield (name, shape, dtype name, scheme, {role: (StreamType, values)}) per tensor."""
+    for name in ck.order:
+        if name in ck.quantized:
+            qs = ck.quantized[name]
+            q = qs.symbols.numpy().reshape(-1)
+            # Source symbols are int8 (the baseline's 8-bit grid); they keep that width so
+            # inspect reports the scheme honestly. Entropy coding makes the nominal width free.
+            bits = 8
+            kind = "int_rowscale" if qs.scale.ndim > 0 else "int_tensorscale"
+            st_kind, s_vals = _float_values(qs.scale.reshape(-1))
+            if st_kind not in ("float16", "float32"):
+                s_vals = qs.scale.reshape(-1).to(torch.float32).numpy()
+                st_kind = "float32"
+                if not torch.equal(torch.from_numpy(s_vals).to(qs.scale.dtype), qs.scale.reshape(-1)):
+                    raise GolfpackError(f"{name}: scale dtype {qs.scale.dtype} cannot be stored losslessly")
+            streams = {
+                "symbols": (StreamType("int", q.size, bits), q),
+                "scales": (StreamType(st_kind, s_vals.size), s_vals),
+            }
+            yield name, tuple(qs.symbols.shape), DTYPE_NAMES[qs.dtype], {"kind": kind, "bits": bits}, streams
+        else:
+            t = ck.floats[name]
+            st_kind, vals = _float_values(t)
+            out_dtype = ck.cast.get(name, t.dtype)
+            if out_dtype not in DTYPE_NAMES:
+                raise GolfpackError(f"{name}: cannot record output dtype {out_dtype}")
+            yield name, tuple(t.shape), DTYPE_NAMES[out_dtype], {"kind": "float"}, {"data": (StreamType(st_kind, vals.size), vals)}
+
+
+def encode_lossless(ck: Checkpoint, coders=CODERS, jobs: int | None = None) -> bytes:
+    """Encode a checkpoint losslessly; returns the artifact bytes (deterministic)."""
+    bad = [c for c in coders if c not in CODERS]
+    if bad or not coders:
+        raise GolfpackError(f"unknown coder(s) {bad} (choose from {', '.join(CODERS)})")
+    plan = list(_plan_lossless(ck))
+    work = [(i, role, st, vals) for i, (_, _, _, _, streams) in enumerate(plan) for role, (st, vals) in streams.items()]
+
+    def run(item):
+        i, role, st, vals = item
+        coder, tf, data = best_encoding(vals, st, coders)
+        return i, role, EncodedStream(st, coder, tf, data)
+
+    jobs = jobs or min(8, os.cpu_count() or 1)
+    # zstd, brotli and the rANS coder release the GIL, so threads give real parallelism.
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        results = list(ex.map(run, work))
+    encoded = [dict() for _ in plan]
+    for i, role, es in results:
+        encoded[i][role] = es
+    tensors = [EncodedTensor(name, shape, dtype, scheme, encoded[i]) for i, (name, shape, dtype, scheme, _) in enumerate(plan)]
+    source = {"format": ck.source_format, "params": ck.num_params()}
+    return build_artifact(tensors, config=ck.config, source=source)

@@ -1,0 +1,23 @@
+// golfpack._C: the native core. Each capability lives in its own translation
+// unit and registers its functions here; module.cpp only wires them together.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace golfpack {
+void register_bitpack(py::module_& m);  // bitpack.cpp
+void register_rans(py::module_& m);     // rans.cpp
+void register_qmatmul(py::module_& m);  // qmatmul.cpp (CPU dequant-matmul; CUDA launchers when built)
+}  // namespace golfpack
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "golfpack native core: bit-packing, rANS, dequant-matmul";
+#ifdef GOLFPACK_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  golfpack::register_bitpack(m);
+  golfpack::register_rans(m);
+  golfpack::register_qmatmul(m);
+}

@@ -1,0 +1,5 @@
+import sys
+
+from golfpack.cli import main
+
+sys.exit(main())
