@@ -1,0 +1,738 @@
+// rans.cpp: static rANS, up to 8 interleaved 64-bit states, 32-bit renormalization.
+//
+// ===================================== READ ME FIRST =====================================
+// Byte-exact format: csrc/RANS.md. The surprises, in the order they bite:
+//
+// 1. The encoder runs BACKWARDS (symbol count-1 down to 0) and the decoder forwards.
+//    rANS is a stack: the last symbol encoded is the first decoded. Renormalization
+//    words are therefore produced in reverse and stored reversed, so the decoder reads
+//    the payload strictly front to back.
+// 2. Symbol i belongs to lane i % lanes, lanes = min(2^k, count), k from the header byte
+//    (the encoder uses 8 except for tiny payloads). All lanes share ONE word
+//    stream; word order is the order in which the decoder (visiting symbols 0,1,2,...)
+//    asks for them. The decoder cannot know a lane's next read position in advance --
+//    that is why the fast decoder bumps one pointer lane after lane (branch-free).
+// 3. Constants. State x lives in [L, 2^63) with L = 2^31 (ryg_rans64 style); I/O is
+//    32-bit words, so a renormalization is always exactly one word (never a loop):
+//      encode s: if x >= f_s << (63 - P), emit x & 0xFFFFFFFF and x >>= 32  (at most once)
+//                x = (x / f_s) << P | (x % f_s) + cum_s
+//      decode:   slot = x & (2^P - 1); s = symbol owning slot;
+//                x = f_s * (x >> P) + slot - cum_s; if x < L: x = x << 32 | next word
+//    No intermediate reaches 2^63 (f_s * (x >> P) + f_s - 1 < 2^63). Why not 32-bit
+//    states with L = 2^16: x >> P is then as small as 2 at P = 15 and the truncation
+//    in x / f_s cost +0.04% over H0 on int6 (measured), more than P = 15 gains.
+// 4. Integrity. The decoder's initial states are the encoder's final states (stored right
+//    after the table) and its final states are the encoder's initial states. Those are
+//    NOT plain L: lane j starts at L + tag_j, tag_j = 31 bits of a hash of all symbols.
+//    The decoder must consume the payload exactly and end with x_j == L + tag_j(hash of
+//    what it decoded). Why the hash: rANS is (nearly) a bijection, so some byte changes
+//    (e.g. the low byte of a state, between two equal-frequency symbols whose cum differ
+//    by < 256) yield another VALID stream that differs in one symbol with every later
+//    state unchanged; a plain "final == L" check misses those. The tag costs < 1 bit/lane.
+// 5. One-symbol tables (f = 2^P) make every encode step the identity, so the format
+//    stores NO payload at all for them: the decoder just fills `count` copies.
+// 6. The symbol count is not in the stream (the container knows it). Hostile counts are
+//    bounded before any allocation: count <= 2^40, and for >= 2-symbol tables count <=
+//    24 * 2^P * (payload_bytes/4 + 8), because every decode step shrinks x - 2^P by a
+//    factor <= 1 - 2^-P, so one state can absorb at most 24*2^P symbols between reads.
+// 7. Absent symbols get frequency 0 (no escape symbol): forcing all symbols >= 1 costs
+//    ~0.5% on int6. Normalization is exact KL-optimal (convex, separable: greedy + swaps).
+// ========================================================================================
+#include "rans.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "byteview.h"
+
+namespace py = pybind11;
+
+namespace golfpack {
+namespace rans {
+namespace {
+
+inline uint64_t load_le32(const uint8_t* p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+#else
+  return uint64_t(p[0]) | (uint64_t(p[1]) << 8) | (uint64_t(p[2]) << 16) | (uint64_t(p[3]) << 24);
+#endif
+}
+inline uint64_t load_le64(const uint8_t* p) { return load_le32(p) | (load_le32(p + 4) << 32); }
+
+void histogram(const uint8_t* s, size_t n, uint64_t hist[256]) {
+  // Four sub-histograms so runs of equal bytes do not serialize on one counter.
+  std::vector<uint32_t> h(4 * 256, 0);
+  size_t i = 0;
+  std::fill(hist, hist + 256, 0);
+  while (i < n) {
+    // Flush before 32-bit counters could overflow.
+    const size_t end = std::min(n, i + (size_t(1) << 30));
+    for (; i + 4 <= end; i += 4) {
+      ++h[s[i]];
+      ++h[256 + s[i + 1]];
+      ++h[512 + s[i + 2]];
+      ++h[768 + s[i + 3]];
+    }
+    for (; i < end; ++i) ++h[s[i]];
+    for (int k = 0; k < 256; ++k) {
+      hist[k] += uint64_t(h[k]) + h[256 + k] + h[512 + k] + h[768 + k];
+      h[k] = h[256 + k] = h[512 + k] = h[768 + k] = 0;
+    }
+  }
+}
+
+size_t varint_size(uint32_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+void put_varint(std::vector<uint8_t>& out, uint32_t v) {
+  while (v >= 0x80) {
+    out.push_back(uint8_t(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(uint8_t(v));
+}
+
+struct Layout {
+  int lo = 256, hi = -1;
+  size_t dense = 1, sparse = 1;  // serialized sizes of the two table modes
+};
+
+Layout layout(const uint32_t freq[256]) {
+  Layout l;
+  l.lo = 0;
+  while (l.lo < 256 && freq[l.lo] == 0) ++l.lo;
+  if (l.lo == 256) return l;
+  l.hi = 255;
+  while (freq[l.hi] == 0) --l.hi;
+  l.dense = 3;
+  l.sparse = 3 + size_t(l.hi - l.lo + 1 + 7) / 8;
+  for (int s = l.lo; s <= l.hi; ++s) {
+    l.dense += varint_size(freq[s]);
+    if (freq[s]) l.sparse += varint_size(freq[s]);
+  }
+  return l;
+}
+
+size_t table_size(const uint32_t freq[256]) {
+  const Layout l = layout(freq);
+  return std::min(l.dense, l.sparse);
+}
+
+std::vector<uint8_t> serialize_table(const uint32_t freq[256], int precision, int lane_code) {
+  const Layout l = layout(freq);
+  if (l.hi < 0) return {0};
+  const bool sparse = l.sparse < l.dense;
+  std::vector<uint8_t> out;
+  out.push_back(uint8_t(precision | (lane_code << 4) | (sparse ? kSparseFlag : 0)));
+  out.push_back(uint8_t(l.lo));
+  out.push_back(uint8_t(l.hi));
+  if (sparse) {
+    const size_t base = out.size();
+    out.resize(base + size_t(l.hi - l.lo + 1 + 7) / 8, 0);
+    for (int s = l.lo; s <= l.hi; ++s)
+      if (freq[s]) out[base + size_t(s - l.lo) / 8] |= uint8_t(1u << ((s - l.lo) % 8));
+  }
+  for (int s = l.lo; s <= l.hi; ++s)
+    if (freq[s] || !sparse) put_varint(out, freq[s]);
+  return out;
+}
+
+// Bits the payload spends on this histogram with these frequencies.
+double coded_bits(const uint64_t hist[256], const uint32_t freq[256], int precision) {
+  double bits = 0;
+  for (int s = 0; s < 256; ++s)
+    if (hist[s]) bits += double(hist[s]) * (precision - std::log2(double(freq[s])));
+  return bits;
+}
+
+}  // namespace
+
+uint64_t symbol_hash(const uint8_t* p, uint64_t n) {
+  // Four independent multiply-rotate accumulators over 8-byte little-endian words (so the
+  // post-decode pass runs at several GB/s), then a fold with the count and fmix64.
+  constexpr uint64_t K1 = 0x9E3779B97F4A7C15ull, K2 = 0xC2B2AE3D27D4EB4Full,
+                     K3 = 0x165667B19E3779F9ull;
+  auto round = [](uint64_t a, uint64_t w) {
+    a += w * K2;
+    a = (a << 31) | (a >> 33);
+    return a * K1;
+  };
+  uint64_t a0 = K1, a1 = K2, a2 = K3, a3 = ~K1;
+  const uint64_t words = n / 8;
+  uint64_t k = 0;
+  for (; k + 4 <= words; k += 4) {
+    a0 = round(a0, load_le64(p + 8 * k));
+    a1 = round(a1, load_le64(p + 8 * k + 8));
+    a2 = round(a2, load_le64(p + 8 * k + 16));
+    a3 = round(a3, load_le64(p + 8 * k + 24));
+  }
+  uint64_t* acc[4] = {&a0, &a1, &a2, &a3};
+  for (; k < words; ++k) *acc[k & 3] = round(*acc[k & 3], load_le64(p + 8 * k));
+  if (n % 8) {  // last partial word, zero-padded
+    uint64_t w = 0;
+    for (uint64_t b = 0; b < n % 8; ++b) w |= uint64_t(p[8 * words + b]) << (8 * b);
+    *acc[words & 3] = round(*acc[words & 3], w);
+  }
+  uint64_t h = n * K3;
+  for (uint64_t a : {a0, a1, a2, a3}) {
+    h = (h ^ a) * K1;
+    h = (h << 27) | (h >> 37);
+  }
+  return fmix64(h);
+}
+
+void normalize(const uint64_t hist[256], int precision, uint32_t freq[256]) {
+  const int64_t M = int64_t(1) << precision;
+  uint64_t total = 0;
+  int present = 0;
+  for (int s = 0; s < 256; ++s) {
+    total += hist[s];
+    present += hist[s] != 0;
+  }
+  std::fill(freq, freq + 256, 0u);
+  if (present == 0) return;
+  // Start from scaled rounding, present symbols >= 1.
+  int64_t sum = 0;
+  for (int s = 0; s < 256; ++s) {
+    if (!hist[s]) continue;
+    const double ideal = double(hist[s]) * double(M) / double(total);
+    int64_t f = std::llround(ideal);
+    f = std::max<int64_t>(1, std::min<int64_t>(f, M));
+    freq[s] = uint32_t(f);
+    sum += f;
+  }
+  // Marginal costs: raising f_s by one saves c*log2((f+1)/f) bits; lowering costs
+  // c*log2(f/(f-1)). The objective is convex in each f_s, so greedy single steps reach the
+  // best sum-constrained point, and a state with no improving (+1,-1) swap is optimal.
+  auto gain_up = [&](int s) { return double(hist[s]) * std::log2((freq[s] + 1.0) / freq[s]); };
+  auto cost_down = [&](int s) {
+    return freq[s] > 1 ? double(hist[s]) * std::log2(double(freq[s]) / (freq[s] - 1.0))
+                       : HUGE_VAL;
+  };
+  auto best_up = [&](int exclude) {
+    int b = -1;
+    double g = -1;
+    for (int s = 0; s < 256; ++s)
+      if (hist[s] && s != exclude && freq[s] < uint32_t(M)) {
+        const double v = gain_up(s);
+        if (v > g) g = v, b = s;
+      }
+    return b;
+  };
+  auto best_down = [&](int exclude) {
+    int b = -1;
+    double c = HUGE_VAL;
+    for (int s = 0; s < 256; ++s)
+      if (hist[s] && s != exclude && freq[s] > 1) {
+        const double v = cost_down(s);
+        if (v < c) c = v, b = s;
+      }
+    return b;
+  };
+  while (sum < M) {
+    ++freq[best_up(-1)];
+    ++sum;
+  }
+  while (sum > M) {  // possible only when sum > M >= present, so some f > 1 exists
+    --freq[best_down(-1)];
+    --sum;
+  }
+  // Improving swaps; each strictly lowers the cost, the relative margin keeps float noise
+  // from cycling. Bounded for safety (in practice a handful of iterations).
+  for (int iter = 0; iter < 1 << 20 && present > 1; ++iter) {
+    const int up = best_up(-1);
+    if (up < 0) break;
+    const int down = best_down(up);
+    if (down < 0) break;
+    const double g = gain_up(up), c = cost_down(down);
+    if (!(g > c * (1 + 1e-12) + 1e-9)) break;
+    ++freq[up];
+    --freq[down];
+  }
+}
+
+int choose_precision(const uint64_t hist[256], uint64_t count) {
+  int best_p = kMinPrecision;
+  double best = HUGE_VAL;
+  uint32_t freq[256];
+  for (int p = kMinPrecision; p <= kMaxPrecision; ++p) {
+    normalize(hist, p, freq);
+    const double bytes = double(table_size(freq)) + coded_bits(hist, freq, p) / 8.0;
+    if (bytes < best - 1e-9) best = bytes, best_p = p;
+  }
+  return best_p;
+}
+
+int choose_lanes(double payload_bytes) {
+  int lanes = kLanes;
+  while (lanes > 1 && 8.0 * lanes > payload_bytes / 1000.0) lanes /= 2;
+  return lanes;
+}
+
+std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int max_lanes) {
+  if (uint64_t(count) > kMaxCount) throw Error("more than 2^40 symbols");
+  if (count == 0) return {0};  // the empty table, no payload
+  uint64_t hist[256];
+  histogram(sym, count, hist);
+  if (precision == 0) precision = choose_precision(hist, count);
+  if (precision < kMinPrecision || precision > kMaxPrecision)
+    throw Error("precision must be 0 (auto) or 12..15");
+  if (max_lanes != 0 && max_lanes != 1 && max_lanes != 2 && max_lanes != 4 && max_lanes != 8)
+    throw Error("lanes must be 0 (auto), 1, 2, 4 or 8");
+  uint32_t freq[256], cum[257];
+  normalize(hist, precision, freq);
+  cum[0] = 0;
+  int present = 0;
+  for (int s = 0; s < 256; ++s) {
+    cum[s + 1] = cum[s] + freq[s];
+    present += freq[s] != 0;
+  }
+  if (present == 1) return serialize_table(freq, precision, 0);  // no payload (READ ME, 5)
+  if (max_lanes == 0) max_lanes = choose_lanes(coded_bits(hist, freq, precision) / 8.0);
+  int lane_code = 0;
+  while ((1 << lane_code) < max_lanes) ++lane_code;
+  std::vector<uint8_t> out = serialize_table(freq, precision, lane_code);
+  const int lanes = int(std::min<size_t>(size_t(max_lanes), count));
+  // Encode step for symbol s: x' = (x / f) << P | (x % f) + cum; renormalize first when
+  // x >= f << (63 - P) (encoding would leave [L, 2^63)). Precompute the bound per symbol.
+  uint64_t xmax[256];
+  for (int s = 0; s < 256; ++s) xmax[s] = uint64_t(freq[s]) << (63 - precision);
+  uint64_t x[kLanes];
+  const uint64_t h = symbol_hash(sym, count);
+  for (int j = 0; j < kLanes; ++j) x[j] = kStateLow + lane_tag(h, j);
+  // At most one word per symbol; written from the back so the decoder reads forward.
+  std::vector<uint32_t> words(count);
+  size_t w = count;
+  for (size_t i = count; i-- > 0;) {
+    const int j = int(i % size_t(lanes));
+    const uint32_t s = sym[i];
+    uint64_t xj = x[j];
+    if (xj >= xmax[s]) {
+      words[--w] = uint32_t(xj);
+      xj >>= kWordBits;
+    }
+    const uint32_t f = freq[s];
+    // x < 2^63 and f < 2^15 here: a 64-by-32 division would do, but the compiler emits
+    // div r64 either way; the encoder is not the hot path.
+    x[j] = ((xj / f) << precision) + (xj % f) + cum[s];
+  }
+  const size_t nwords = count - w;
+  const size_t table_bytes = out.size();
+  out.resize(table_bytes + 8 * size_t(lanes) + 4 * nwords);
+  uint8_t* p = out.data() + table_bytes;
+  for (int j = 0; j < lanes; ++j, p += 8)
+    for (int b = 0; b < 8; ++b) p[b] = uint8_t(x[j] >> (8 * b));
+  for (size_t k = w; k < count; ++k, p += 4)
+    for (int b = 0; b < 4; ++b) p[b] = uint8_t(words[k] >> (8 * b));
+  return out;
+}
+
+Table parse_table(const uint8_t* data, size_t size) {
+  Table t;
+  if (size < 1) throw Error("empty buffer (no table)");
+  const int head = data[0];
+  if (head == 0) {
+    t.table_bytes = 1;
+    return t;
+  }
+  if (head & 0x80) throw Error("reserved bit 7 of the header byte is set");
+  const int p = head & 0x0F;
+  if (p < kMinPrecision || p > kMaxPrecision)
+    throw Error("precision " + std::to_string(p) + " not in 12..15");
+  if (size < 3) throw Error("truncated table header");
+  t.precision = p;
+  t.lane_code = (head >> 4) & 3;
+  t.sparse = (head & kSparseFlag) != 0;
+  t.lo = data[1];
+  t.hi = data[2];
+  if (t.lo > t.hi)
+    throw Error("table range lo=" + std::to_string(t.lo) + " > hi=" + std::to_string(t.hi));
+  size_t pos = 3;
+  bool listed[256] = {};  // symbols whose frequency varint follows
+  if (t.sparse) {
+    const int nbits = t.hi - t.lo + 1;
+    const size_t nbytes = size_t(nbits + 7) / 8;
+    if (size - pos < nbytes) throw Error("truncated presence bitmap");
+    for (int i = 0; i < int(8 * nbytes); ++i) {
+      const bool bit = (data[pos + size_t(i) / 8] >> (i % 8)) & 1;
+      if (i >= nbits && bit) throw Error("nonzero padding bits in the presence bitmap");
+      if (i < nbits) listed[t.lo + i] = bit;
+    }
+    if (!listed[t.lo] || !listed[t.hi])
+      throw Error("table range endpoints must be present in the bitmap");
+    pos += nbytes;
+  } else {
+    for (int s = t.lo; s <= t.hi; ++s) listed[s] = true;
+  }
+  uint64_t sum = 0;
+  const uint32_t M = 1u << p;
+  for (int s = t.lo; s <= t.hi; ++s) {
+    if (!listed[s]) continue;
+    uint32_t v = 0;
+    int shift = 0;
+    for (;;) {
+      if (pos >= size) throw Error("truncated frequency table");
+      const uint8_t b = data[pos++];
+      if (shift == 14 && b > 2)  // a third byte can only complete a value <= 2^15
+        throw Error("frequency varint too long or too large for symbol " + std::to_string(s));
+      v |= uint32_t(b & 0x7F) << shift;
+      if (!(b & 0x80)) {
+        if (b == 0 && shift > 0)
+          throw Error("non-minimal frequency varint for symbol " + std::to_string(s));
+        break;
+      }
+      shift += 7;
+    }
+    if (v > M)
+      throw Error("frequency " + std::to_string(v) + " of symbol " + std::to_string(s) +
+                  " exceeds 2^" + std::to_string(p));
+    if (t.sparse && v == 0)
+      throw Error("zero frequency for symbol " + std::to_string(s) + " marked present");
+    t.freq[s] = v;
+    sum += v;
+    t.present += v != 0;
+  }
+  if (t.freq[t.lo] == 0 || t.freq[t.hi] == 0)
+    throw Error("table range endpoints must have nonzero frequency");
+  if (sum != M)
+    throw Error("frequencies sum to " + std::to_string(sum) + ", expected 2^" +
+                std::to_string(p) + " = " + std::to_string(M));
+  if (t.present == 1 && t.lane_code != 0)
+    throw Error("one-symbol table with a nonzero lane code");
+  t.cum[0] = 0;
+  for (int s = 0; s < 256; ++s) t.cum[s + 1] = t.cum[s] + t.freq[s];
+  t.table_bytes = pos;
+  return t;
+}
+
+Plan prepare(const uint8_t* data, size_t size, uint64_t count) {
+  Plan plan;
+  plan.table = parse_table(data, size);
+  plan.count = count;
+  const Table& t = plan.table;
+  const size_t payload = size - t.table_bytes;
+  if (count > kMaxCount)
+    throw Error("count " + std::to_string(count) + " exceeds the 2^40 cap");
+  if (t.precision == 0) {
+    if (count != 0)
+      throw Error("empty table cannot produce " + std::to_string(count) + " symbols");
+    if (payload != 0) throw Error(std::to_string(payload) + " trailing bytes after empty table");
+    return plan;
+  }
+  if (count == 0) throw Error("non-empty table but count is 0 (empty input encodes as one 0 byte)");
+  if (t.present == 1) {
+    if (payload != 0)
+      throw Error(std::to_string(payload) + " payload bytes after a one-symbol table (expected 0)");
+    return plan;
+  }
+  plan.lanes = int(std::min<uint64_t>(uint64_t(1) << t.lane_code, count));
+  const size_t state_bytes = 8 * size_t(plan.lanes);
+  if (payload < state_bytes)
+    throw Error("truncated: " + std::to_string(payload) + " payload bytes, need " +
+                std::to_string(state_bytes) + " for the initial states");
+  if ((payload - state_bytes) % 4)
+    throw Error("payload word bytes are not a multiple of 4");
+  const uint64_t bound =
+      kRunFactor * (uint64_t(1) << t.precision) * (uint64_t(payload / 4) + kLanes);
+  if (count > bound)
+    throw Error("count " + std::to_string(count) + " is more than a " + std::to_string(payload) +
+                "-byte payload can hold at precision " + std::to_string(t.precision) +
+                " (max " + std::to_string(bound) + ")");
+  plan.states = data + t.table_bytes;
+  plan.words = plan.states + state_bytes;
+  plan.words_end = data + size;
+  for (int j = 0; j < plan.lanes; ++j) {
+    const uint64_t x = load_le64(plan.states + 8 * j);
+    if (x < kStateLow || x >= kStateHigh)
+      throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
+  }
+  return plan;
+}
+
+namespace {
+
+void check_end(const Plan& plan, const uint64_t* x, const uint8_t* wp, const uint8_t* out) {
+  if (wp != plan.words_end)
+    throw Error(std::to_string(plan.words_end - wp) + " unread payload bytes after decoding");
+  const uint64_t h = symbol_hash(out, plan.count);
+  for (int j = 0; j < plan.lanes; ++j)
+    if (x[j] != kStateLow + lane_tag(h, j))
+      throw Error("final state of lane " + std::to_string(j) +
+                  " does not match the integrity tag (corrupt stream or wrong count)");
+}
+
+}  // namespace
+
+void decode_ref(const Plan& plan, uint8_t* out) {
+  const Table& t = plan.table;
+  if (plan.count == 0) return;
+  if (t.present == 1) {
+    std::memset(out, t.lo, plan.count);
+    return;
+  }
+  const int P = t.precision;
+  const uint32_t mask = (1u << P) - 1;
+  uint64_t x[kLanes];
+  for (int j = 0; j < plan.lanes; ++j) x[j] = load_le64(plan.states + 8 * j);
+  const uint8_t* wp = plan.words;
+  for (uint64_t i = 0; i < plan.count; ++i) {
+    const int j = int(i % uint64_t(plan.lanes));
+    const uint32_t slot = uint32_t(x[j] & mask);
+    int s = t.lo;
+    while (!(t.cum[s] <= slot && slot < t.cum[s] + t.freq[s])) ++s;  // slot < 2^P: found
+    out[i] = uint8_t(s);
+    x[j] = t.freq[s] * (x[j] >> P) + slot - t.cum[s];
+    if (x[j] < kStateLow) {
+      if (plan.words_end - wp < 4) throw Error("truncated payload (needs more words)");
+      x[j] = (x[j] << kWordBits) | load_le32(wp);
+      wp += 4;
+    }
+  }
+  check_end(plan, x, wp, out);
+}
+
+namespace {
+
+// The unchecked inner loop: whole rounds of 8 symbols while at least 8 words (the most a
+// round can read) remain. P is a template argument so the shifts are immediates, which
+// frees the register the variable shift would pin and keeps the 8 states in registers.
+// The renorm is branch-free: the next word is always loaded, kept only when needed (mask
+// m), and the shared pointer advances by 0 or 4. It is written with masks, not
+// `need ? a : b`, because GCC compiles the ternary to a branch, and renorms are
+// unpredictable. Returns the number of rounds decoded.
+template <int P>
+__attribute__((noinline)) uint64_t decode_rounds(uint64_t* xs, const uint8_t*& wp_ref, const uint8_t* we,
+                       const uint8_t* __restrict lut, const uint32_t* __restrict info,
+                       uint8_t* __restrict out, uint64_t rounds) {
+  constexpr uint64_t mask = (uint64_t(1) << P) - 1;
+  uint64_t x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3], x4 = xs[4], x5 = xs[5],
+           x6 = xs[6], x7 = xs[7];
+  const uint8_t* wp = wp_ref;
+  uint64_t r = 0;
+#define GOLFPACK_RANS_STEP(X, J)                                  \
+  {                                                               \
+    const uint64_t slot = X & mask;                               \
+    const uint32_t s = lut[slot];                                 \
+    const uint64_t e = info[s];                                   \
+    o[J] = uint8_t(s);                                            \
+    X = (e & 0xFFFF) * (X >> P) + slot - (e >> 16);               \
+    const uint64_t w = load_le32(wp);                             \
+    const uint64_t m = uint64_t(0) - uint64_t(X < kStateLow);     \
+    X = (((X << kWordBits) | w) & m) | (X & ~m);                  \
+    wp += m & 4;                                                  \
+  }
+  for (; r < rounds && we - wp >= 4 * kLanes; ++r) {
+    uint8_t* o = out + r * kLanes;
+    GOLFPACK_RANS_STEP(x0, 0)
+    GOLFPACK_RANS_STEP(x1, 1)
+    GOLFPACK_RANS_STEP(x2, 2)
+    GOLFPACK_RANS_STEP(x3, 3)
+    GOLFPACK_RANS_STEP(x4, 4)
+    GOLFPACK_RANS_STEP(x5, 5)
+    GOLFPACK_RANS_STEP(x6, 6)
+    GOLFPACK_RANS_STEP(x7, 7)
+  }
+#undef GOLFPACK_RANS_STEP
+  xs[0] = x0, xs[1] = x1, xs[2] = x2, xs[3] = x3, xs[4] = x4, xs[5] = x5, xs[6] = x6,
+  xs[7] = x7;
+  wp_ref = wp;
+  return r;
+}
+
+}  // namespace
+
+void decode_fast(const Plan& plan, uint8_t* out) {
+  const Table& t = plan.table;
+  const uint64_t count = plan.count;
+  if (count == 0) return;
+  if (t.present == 1) {
+    std::memset(out, t.lo, count);
+    return;
+  }
+  const int P = t.precision;
+  const uint64_t mask = (uint64_t(1) << P) - 1;
+  // slot -> symbol (2^P bytes, L1-resident up to P = 15) and symbol -> freq | cum << 16.
+  std::vector<uint8_t> lut(size_t(1) << P);
+  uint32_t info[256] = {};
+  for (int s = t.lo; s <= t.hi; ++s) {
+    if (!t.freq[s]) continue;
+    std::memset(lut.data() + t.cum[s], s, t.freq[s]);
+    info[s] = t.freq[s] | (t.cum[s] << 16);
+  }
+  uint64_t x[kLanes];
+  for (int j = 0; j < plan.lanes; ++j) x[j] = load_le64(plan.states + 8 * j);
+  const uint8_t* wp = plan.words;
+  const uint8_t* const we = plan.words_end;
+
+  uint64_t i = 0;
+  if (plan.lanes == kLanes) {
+    const uint64_t rounds = count / kLanes;
+    uint64_t done = 0;
+    switch (P) {
+      case 12: done = decode_rounds<12>(x, wp, we, lut.data(), info, out, rounds); break;
+      case 13: done = decode_rounds<13>(x, wp, we, lut.data(), info, out, rounds); break;
+      case 14: done = decode_rounds<14>(x, wp, we, lut.data(), info, out, rounds); break;
+      case 15: done = decode_rounds<15>(x, wp, we, lut.data(), info, out, rounds); break;
+      default: throw Error("internal: unvalidated precision");
+    }
+    i = done * kLanes;
+  }
+  // Checked steps: the last rounds near the end of the payload, the count % 8 tail, and
+  // streams with fewer than 8 lanes. May throw on truncation.
+  for (; i < count; ++i) {
+    const int j = int(i % uint64_t(plan.lanes));
+    const uint64_t slot = x[j] & mask;
+    const uint32_t s = lut[slot];
+    const uint64_t e = info[s];
+    out[i] = uint8_t(s);
+    uint64_t v = (e & 0xFFFF) * (x[j] >> P) + slot - (e >> 16);
+    if (v < kStateLow) {
+      if (we - wp < 4) throw Error("truncated payload (needs more words)");
+      v = (v << kWordBits) | load_le32(wp);
+      wp += 4;
+    }
+    x[j] = v;
+  }
+  check_end(plan, x, wp, out);
+}
+
+}  // namespace rans
+
+namespace {
+
+constexpr size_t kReleaseGilAt = size_t(1) << 15;
+
+uint64_t parse_count(const py::handle& obj) {
+  if (!PyLong_Check(obj.ptr())) throw py::type_error("count must be an int");
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+  if (overflow > 0 || (overflow == 0 && v > 0 && uint64_t(v) > rans::kMaxCount))
+    throw py::value_error("rANS stream: count exceeds the 2^40 cap");
+  if (overflow < 0 || v < 0) throw py::value_error("rANS stream: count must be >= 0");
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return uint64_t(v);
+}
+
+py::bytes encode_py(const py::object& symbols, int precision, int lanes) {
+  if (!py::isinstance<py::array>(symbols))
+    throw py::type_error("symbols: expected a 1-D numpy uint8 array");
+  py::array arr = py::reinterpret_borrow<py::array>(symbols);
+  if (!arr.dtype().is(py::dtype::of<uint8_t>()))
+    throw py::type_error("symbols: expected dtype uint8, got " + std::string(py::str(arr.dtype())));
+  if (arr.ndim() != 1)
+    throw py::value_error("symbols: expected a 1-D array, got " + std::to_string(arr.ndim()) +
+                          " dimensions");
+  if (precision != 0 && (precision < rans::kMinPrecision || precision > rans::kMaxPrecision))
+    throw py::value_error("precision must be 0 (auto) or 12..15, got " + std::to_string(precision));
+  if (lanes != 0 && lanes != 1 && lanes != 2 && lanes != 4 && lanes != 8)
+    throw py::value_error("lanes must be 0 (auto), 1, 2, 4 or 8, got " + std::to_string(lanes));
+  auto c = py::array_t<uint8_t, py::array::c_style>::ensure(arr);
+  const uint8_t* s = c.data();
+  const size_t n = size_t(c.size());
+  std::vector<uint8_t> out;
+  try {
+    if (n >= kReleaseGilAt) {
+      py::gil_scoped_release nogil;
+      out = rans::encode(s, n, precision, lanes);
+    } else {
+      out = rans::encode(s, n, precision, lanes);
+    }
+  } catch (const rans::Error& e) {
+    throw py::value_error(e.what());
+  }
+  return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+template <bool kRef>
+py::array_t<uint8_t> decode_py(const py::object& data, const py::object& count_obj) {
+  const uint64_t count = parse_count(count_obj);
+  ByteView in(data, "rANS stream");
+  rans::Plan plan;
+  try {
+    plan = rans::prepare(in.data(), in.size(), count);
+  } catch (const rans::Error& e) {
+    throw py::value_error(e.what());
+  }
+  py::array_t<uint8_t> out{py::ssize_t(count)};  // only after every cheap check passed
+  uint8_t* o = out.mutable_data();
+  try {
+    if (count >= kReleaseGilAt) {
+      py::gil_scoped_release nogil;
+      kRef ? rans::decode_ref(plan, o) : rans::decode_fast(plan, o);
+    } else {
+      kRef ? rans::decode_ref(plan, o) : rans::decode_fast(plan, o);
+    }
+  } catch (const rans::Error& e) {
+    throw py::value_error(e.what());
+  }
+  return out;
+}
+
+py::dict table_info_py(const py::object& data) {
+  ByteView in(data, "rANS stream");
+  rans::Table t;
+  try {
+    t = rans::parse_table(in.data(), in.size());
+  } catch (const rans::Error& e) {
+    throw py::value_error(e.what());
+  }
+  py::dict d;
+  d["precision"] = t.precision;
+  py::list freqs;
+  if (t.precision) {
+    d["lo"] = t.lo;
+    d["hi"] = t.hi;
+    d["lanes"] = 1 << t.lane_code;
+    d["sparse"] = t.sparse;
+    for (int s = t.lo; s <= t.hi; ++s) freqs.append(t.freq[s]);
+  } else {
+    d["lo"] = py::none();
+    d["hi"] = py::none();
+    d["lanes"] = py::none();
+    d["sparse"] = false;
+  }
+  d["freqs"] = freqs;
+  d["present"] = t.present;
+  d["table_bytes"] = t.table_bytes;
+  d["payload_bytes"] = in.size() - t.table_bytes;
+  return d;
+}
+
+}  // namespace
+
+void register_rans(py::module_& m) {
+  m.def("rans_encode", &encode_py, py::arg("symbols"), py::arg("precision") = 0,
+        py::arg("lanes") = 0,
+        "rans_encode(symbols: uint8[n], precision: int = 0, lanes: int = 0) -> bytes\n\n"
+        "Self-contained static rANS stream (csrc/RANS.md): frequency table + interleaved\n"
+        "payload. precision: probability bits 12..15, or 0 = auto (smallest table +\n"
+        "payload). lanes: interleaved states 1/2/4/8, or 0 = auto (8 unless the 8-byte\n"
+        "state flush per lane would exceed 0.1% of the payload; only 8 gets the fast\n"
+        "decoder). The symbol count is NOT stored; pass it to rans_decode.");
+  m.def("rans_decode", &decode_py<false>, py::arg("data"), py::arg("count"),
+        "rans_decode(data: bytes | uint8[:], count: int) -> uint8[count]\n\n"
+        "Validates the whole stream (table, count bound, payload bounds, final states,\n"
+        "exact consumption); any violation raises ValueError('rANS stream: ...').");
+  m.def("rans_decode_ref", &decode_py<true>, py::arg("data"), py::arg("count"),
+        "Straightforward reference decoder of the rans_encode format (for tests).");
+  m.def("rans_table_info", &table_info_py, py::arg("data"),
+        "rans_table_info(data) -> dict(precision, lo, hi, lanes, sparse, freqs, present,\n"
+        "table_bytes, payload_bytes). Validates the table only. Empty stream: precision\n"
+        "0, lo/hi/lanes None.");
+}
+
+}  // namespace golfpack
