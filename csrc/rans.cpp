@@ -514,43 +514,52 @@ namespace {
 // m), and the shared pointer advances by 0 or 4. It is written with masks, not
 // `need ? a : b`, because GCC compiles the ternary to a branch, and renorms are
 // unpredictable. Returns the number of rounds decoded.
-template <int P>
+template <int P, int N>
 __attribute__((noinline)) uint64_t decode_rounds(uint64_t* xs, const uint8_t*& wp_ref, const uint8_t* we,
                        const uint8_t* __restrict lut, const uint32_t* __restrict info,
                        uint8_t* __restrict out, uint64_t rounds) {
+  // N independent lanes per round; N is a compile-time constant so the lane loop unrolls
+  // and the states live in registers (N dependency chains overlap in the pipeline).
   constexpr uint64_t mask = (uint64_t(1) << P) - 1;
-  uint64_t x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3], x4 = xs[4], x5 = xs[5],
-           x6 = xs[6], x7 = xs[7];
+  uint64_t x[N];
+#pragma GCC unroll 8
+  for (int j = 0; j < N; ++j) x[j] = xs[j];
   const uint8_t* wp = wp_ref;
   uint64_t r = 0;
-#define GOLFPACK_RANS_STEP(X, J)                                  \
-  {                                                               \
-    const uint64_t slot = X & mask;                               \
-    const uint32_t s = lut[slot];                                 \
-    const uint64_t e = info[s];                                   \
-    o[J] = uint8_t(s);                                            \
-    X = (e & 0xFFFF) * (X >> P) + slot - (e >> 16);               \
-    const uint64_t w = load_le32(wp);                             \
-    const uint64_t m = uint64_t(0) - uint64_t(X < kStateLow);     \
-    X = (((X << kWordBits) | w) & m) | (X & ~m);                  \
-    wp += m & 4;                                                  \
+  // Branch-free renormalization: always load the next word, keep it only when the state
+  // fell below L. The loop condition guarantees 4*N readable bytes per round.
+  for (; r < rounds && we - wp >= 4 * N; ++r) {
+    uint8_t* o = out + r * N;
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) {
+      uint64_t X = x[j];
+      const uint64_t slot = X & mask;
+      const uint32_t s = lut[slot];
+      const uint64_t e = info[s];
+      o[j] = uint8_t(s);
+      X = (e & 0xFFFF) * (X >> P) + slot - (e >> 16);
+      const uint64_t w = load_le32(wp);
+      const uint64_t m = uint64_t(0) - uint64_t(X < kStateLow);
+      x[j] = (((X << kWordBits) | w) & m) | (X & ~m);
+      wp += m & 4;
+    }
   }
-  for (; r < rounds && we - wp >= 4 * kLanes; ++r) {
-    uint8_t* o = out + r * kLanes;
-    GOLFPACK_RANS_STEP(x0, 0)
-    GOLFPACK_RANS_STEP(x1, 1)
-    GOLFPACK_RANS_STEP(x2, 2)
-    GOLFPACK_RANS_STEP(x3, 3)
-    GOLFPACK_RANS_STEP(x4, 4)
-    GOLFPACK_RANS_STEP(x5, 5)
-    GOLFPACK_RANS_STEP(x6, 6)
-    GOLFPACK_RANS_STEP(x7, 7)
-  }
-#undef GOLFPACK_RANS_STEP
-  xs[0] = x0, xs[1] = x1, xs[2] = x2, xs[3] = x3, xs[4] = x4, xs[5] = x5, xs[6] = x6,
-  xs[7] = x7;
+#pragma GCC unroll 8
+  for (int j = 0; j < N; ++j) xs[j] = x[j];
   wp_ref = wp;
   return r;
+}
+
+template <int N>
+uint64_t decode_rounds_p(int P, uint64_t* xs, const uint8_t*& wp, const uint8_t* we, const uint8_t* lut,
+                         const uint32_t* info, uint8_t* out, uint64_t rounds) {
+  switch (P) {
+    case 12: return decode_rounds<12, N>(xs, wp, we, lut, info, out, rounds);
+    case 13: return decode_rounds<13, N>(xs, wp, we, lut, info, out, rounds);
+    case 14: return decode_rounds<14, N>(xs, wp, we, lut, info, out, rounds);
+    case 15: return decode_rounds<15, N>(xs, wp, we, lut, info, out, rounds);
+    default: throw Error("internal: unvalidated precision");
+  }
 }
 
 }  // namespace
@@ -579,20 +588,21 @@ void decode_fast(const Plan& plan, uint8_t* out) {
   const uint8_t* const we = plan.words_end;
 
   uint64_t i = 0;
-  if (plan.lanes == kLanes) {
-    const uint64_t rounds = count / kLanes;
+  {
+    const int n = plan.lanes;
+    const uint64_t rounds = count / uint64_t(n);
     uint64_t done = 0;
-    switch (P) {
-      case 12: done = decode_rounds<12>(x, wp, we, lut.data(), info, out, rounds); break;
-      case 13: done = decode_rounds<13>(x, wp, we, lut.data(), info, out, rounds); break;
-      case 14: done = decode_rounds<14>(x, wp, we, lut.data(), info, out, rounds); break;
-      case 15: done = decode_rounds<15>(x, wp, we, lut.data(), info, out, rounds); break;
-      default: throw Error("internal: unvalidated precision");
+    switch (n) {
+      case 1: done = decode_rounds_p<1>(P, x, wp, we, lut.data(), info, out, rounds); break;
+      case 2: done = decode_rounds_p<2>(P, x, wp, we, lut.data(), info, out, rounds); break;
+      case 4: done = decode_rounds_p<4>(P, x, wp, we, lut.data(), info, out, rounds); break;
+      case 8: done = decode_rounds_p<8>(P, x, wp, we, lut.data(), info, out, rounds); break;
+      default: break;  // lanes = count < 8 (not a power of two): the checked loop below does it all
     }
-    i = done * kLanes;
+    i = done * uint64_t(n);
   }
-  // Checked steps: the last rounds near the end of the payload, the count % 8 tail, and
-  // streams with fewer than 8 lanes. May throw on truncation.
+  // Checked steps: the last rounds near the end of the payload, the count % lanes tail, and
+  // streams whose lane count is not 1/2/4/8 (lanes = count < 8). May throw on truncation.
   for (; i < count; ++i) {
     const int j = int(i % uint64_t(plan.lanes));
     const uint64_t slot = x[j] & mask;
@@ -721,8 +731,8 @@ void register_rans(py::module_& m) {
         "Self-contained static rANS stream (csrc/RANS.md): frequency table + interleaved\n"
         "payload. precision: probability bits 12..15, or 0 = auto (smallest table +\n"
         "payload). lanes: interleaved states 1/2/4/8, or 0 = auto (8 unless the 8-byte\n"
-        "state flush per lane would exceed 0.1% of the payload; only 8 gets the fast\n"
-        "decoder). The symbol count is NOT stored; pass it to rans_decode.");
+        "state flush per lane would exceed 0.1% of the payload; the decoder is unrolled\n"
+        "for 1, 2, 4 and 8 lanes). The symbol count is NOT stored; pass it to rans_decode.");
   m.def("rans_decode", &decode_py<false>, py::arg("data"), py::arg("count"),
         "rans_decode(data: bytes | uint8[:], count: int) -> uint8[count]\n\n"
         "Validates the whole stream (table, count bound, payload bounds, final states,\n"
