@@ -153,26 +153,24 @@ def _read_baseline_ptz(path) -> dict:
     return sd
 
 
-@pytest.mark.slow
-def test_real_baseline_checkpoint_val_loss(baseline_ptz, c4_val_shard):
-    """Plain eval, seq 512, fp32 on CPU: README (three independent runs) gives loss 3.363521."""
-    sd = _read_baseline_ptz(baseline_ptz)
-    cfg = infer_config(sd)
-    assert cfg == PG_7x384.replace(vocab_size=1024)
-    model = from_state_dict(sd)
+def test_real_baseline_checkpoint_loads(baseline_ptz, c4_val_shard):
+    """The real .ptz loads through golfpack.model.load with the right inferred config.
+
+    The full c4_val loss (3.363521, README) is asserted once, by the evaluator's
+    real-checkpoint test (tests/test_eval_real.py), to keep CI to one full pass.
+    Here: both loaders agree bit for bit, and a 4-window loss is in the right range.
+    """
+    from golfpack.model import load
+
+    model = load(baseline_ptz)
+    assert model.config == PG_7x384.replace(vocab_size=1024)
     assert model.num_params() == 7_630_520
-    header = np.fromfile(c4_val_shard, dtype="<i4", count=256)
-    assert header[0] == 20240520 and header[1] == 1
-    tokens = np.fromfile(c4_val_shard, dtype="<u2", offset=1024)
-    assert tokens.size == header[2]
-    L = 512
-    n = ((tokens.size - 1) // L) * L + 1
-    tok = torch.from_numpy(tokens[:n].astype(np.int64))
-    x, y = tok[:-1].view(-1, L), tok[1:].view(-1, L)
-    total = torch.zeros((), dtype=torch.float64)
+    ref = from_state_dict(_read_baseline_ptz(baseline_ptz))
+    tokens = np.fromfile(c4_val_shard, dtype="<u2", offset=1024)[: 4 * 512 + 1].astype(np.int64)
+    tok = torch.from_numpy(tokens)
+    x, y = tok[:-1].view(-1, 512), tok[1:].view(-1, 512)
     with torch.inference_mode():
-        for i in range(0, x.size(0), 16):
-            total += model(x[i:i + 16], y[i:i + 16], reduction="none").double().sum()
-    loss = (total / y.numel()).item()
-    assert y.numel() == 882_688
-    assert abs(loss - 3.363521) < 2e-5, loss
+        a = model(x, y, reduction="none").double()
+        b = ref(x, y, reduction="none").double()
+    assert torch.equal(a, b)
+    assert 2.5 < a.mean().item() < 4.5
