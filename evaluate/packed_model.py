@@ -1,0 +1,186 @@
+"""Artifact (or pre-quantized checkpoint) -> GPT whose linear layers stay bit-packed.
+
+Every linear slot of the GPT (GPT.linear_names) whose weight is stored as
+integer symbols with one scale per row becomes a golfpack.model.packed
+PackedLinear built straight from those symbols: the dense float weight of such
+a layer is never created. The skeleton is built on the meta device, so no
+float weights are allocated for the packed slots even transiently. The other
+tensors (embeddings, norms' gains, scalar controls, and any linear stored as
+floats or with a single tensor scale) are dequantized one by one and assigned.
+The tied embedding / output head is such a tensor: it is read by index and by
+the head matmul, not through a linear slot, so it stays dense.
+
+Sources: a golfpack artifact (symbols, scales and bits from the container,
+decoded stream by stream), or any checkpoint golfpack.checkpoint reads that
+already holds integer symbols (the baseline's int8 .ptz: 8-bit rows).
+
+Numerics: W_hat = symbols * fp32(scale), the same values the dense loader
+produces for float32 layers, so results differ from the dense path only by
+matmul accumulation order (a layer whose original dtype is bf16/fp16 is rounded
+to it by the dense loader but not here).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from golfpack.errors import GolfpackError
+
+
+class _Source:
+    """Per-tensor access: row-quantized (symbols, scales, bits) or a dequantized float tensor."""
+
+    def __init__(self, path: Path):
+        from golfpack.checkpoint import is_artifact
+
+        self.path = path
+        if is_artifact(path):
+            from golfpack.codec.container import read_artifact
+
+            art = read_artifact(path)
+            self.config = art.config
+            self._entries = art.tensors
+            self.kind = "artifact"
+        else:
+            from golfpack.checkpoint import read_checkpoint
+
+            ck = read_checkpoint(path)
+            self.config = ck.config
+            self._ck = ck
+            self.kind = ck.source_format or "checkpoint"
+        self.names = list(self._entries) if self.kind == "artifact" else list(self._ck.order)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if self.kind == "artifact":
+            return tuple(self._entries[name].shape)
+        if name in self._ck.quantized:
+            return tuple(self._ck.quantized[name].symbols.shape)
+        return tuple(self._ck.floats[name].shape)
+
+    def row_quantized(self, name: str) -> tuple[np.ndarray, torch.Tensor, int] | None:
+        """(symbols int8 [N, K], scales [N], bits) when the tensor is a per-row-scaled 2-D grid."""
+        if self.kind == "artifact":
+            e = self._entries[name]
+            if not e.is_quantized or e.kind != "int_rowscale" or len(e.shape) != 2:
+                return None
+            return e.symbols(), e.scales(), int(e.bits)
+        q = self._ck.quantized.get(name)
+        if q is None or q.scale.ndim != 1 or q.symbols.ndim != 2:
+            return None
+        sym = q.symbols.numpy()
+        return sym, q.scale, _bits_for(sym)
+
+    def dequantize(self, name: str) -> torch.Tensor:
+        if self.kind == "artifact":
+            return self._entries[name].dequantize()
+        if name in self._ck.quantized:
+            return self._ck.quantized[name].dequantize()
+        t = self._ck.floats[name]
+        return t.to(self._ck.cast[name]) if name in self._ck.cast else t
+
+
+def _bits_for(symbols: np.ndarray) -> int:
+    """Smallest two's-complement width (>= 2) holding every symbol."""
+    if symbols.size == 0:
+        return 2
+    lo, hi = int(symbols.min()), int(symbols.max())
+    b = 2
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
+
+
+def load_packed(
+    path: str | os.PathLike,
+    config: Any = None,
+    device: str | torch.device = "cpu",
+):
+    """GPT with PackedLinear layers for every row-quantized linear weight of `path`.
+
+    Config precedence as golfpack.model.load: the argument, the stored config,
+    then inference from the tensor shapes. Returns the model in eval mode.
+    """
+    from golfpack.model import GPT
+    from golfpack.model.load import as_config, infer_config, strip_wrapper_prefixes
+    from golfpack.model.packed import PackedLinear
+
+    path = Path(path)
+    if not path.exists():
+        raise GolfpackError(f"{path}: no such file")
+    src = _Source(path)
+    # Names as the model sees them (wrapper prefixes such as "module." stripped).
+    shapes = {src_name: torch.empty(src.shape(src_name), device="meta") for src_name in src.names}
+    stripped = strip_wrapper_prefixes(shapes)
+    renamed = dict(zip(stripped.keys(), src.names)) if len(stripped) == len(shapes) else None
+    if renamed is None:
+        raise GolfpackError(f"{path}: tensor names collide after stripping wrapper prefixes")
+    if config is not None:
+        cfg = as_config(config)
+    elif src.config is not None:
+        cfg = as_config(src.config)
+    else:
+        cfg = infer_config(stripped)
+
+    with torch.device("meta"):
+        model = GPT(cfg)
+    expected = {k: v for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(renamed))
+    unexpected = sorted(set(renamed) - set(expected))
+    if missing or unexpected:
+        raise GolfpackError(
+            f"{path}: tensors do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, want in expected.items():
+        if tuple(want.shape) != src.shape(renamed[name]):
+            raise GolfpackError(
+                f"{path}: {name} has shape {list(src.shape(renamed[name]))}, model expects {list(want.shape)}"
+            )
+
+    consumed: set[str] = set()
+
+    def pack(slot: str, module: torch.nn.Module):
+        key = slot + ".weight"
+        if getattr(module, "bias", None) is not None:
+            return None  # golfpack linears are bias-free; keep anything else dense
+        rq = src.row_quantized(renamed[key])
+        if rq is None:
+            return None
+        symbols, scales, bits = rq
+        consumed.add(key)
+        return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits)
+
+    n_packed = model.replace_linears(pack)
+    rest = {}
+    for name, want in model.state_dict().items():
+        if name in consumed or not want.is_meta:
+            continue
+        t = src.dequantize(renamed[name])
+        if not t.is_floating_point():
+            raise GolfpackError(f"{path}: {name} has dtype {t.dtype}; expected floats")
+        rest[name] = t.to(want.dtype).contiguous()
+    model.load_state_dict(rest, strict=False, assign=True)
+    still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if still_meta:  # a slot neither packed nor loaded: a bug, not a user error
+        raise RuntimeError(f"load_packed left tensors unmaterialized: {still_meta[:5]}")
+    model.packed_layers = n_packed
+    return model.to(device).eval()
+
+
+def packed_summary(model) -> Mapping[str, int]:
+    """Counts and bytes of the packed vs dense parts of a load_packed model."""
+    from golfpack.model.packed import PackedLinear
+
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    packed_ids = {id(t) for m in packed for t in m.buffers()}
+    dense = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())
+                if id(t) not in packed_ids)
+    return {
+        "packed_layers": len(packed),
+        "packed_bytes": sum(m.nbytes_packed for m in packed),
+        "dense_bytes": dense,
+    }
