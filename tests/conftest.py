@@ -45,3 +45,15 @@ def sp1024_model() -> Path:
 @pytest.fixture
 def c4_val_shard() -> Path:
     return shared_file("shards/c4_val_sp1024.bin")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: intra-op threads only add OpenMP hand-off stalls, and on a shared,
+    loaded CPU an oversubscribed pool makes small steps 100x slower. Restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,7 +16,7 @@ from golfpack.evaluate.windows import document_spans
 
 from eval_standin import BOS, TinyLM, TinyLMLogitsOnly, doc_stream, tiny_tables
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TABLES = tiny_tables()
 MODEL = TinyLM(seed=0).eval()
 

@@ -12,16 +12,7 @@ from golfpack.errors import GolfpackError
 from golfpack.model import GPT, GPTConfig, check_state_dict, from_state_dict, infer_config, load
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny tensors: intra-op threads only add OpenMP hand-off stalls on a shared machine."""
-    n = torch.get_num_threads()
-    if request.node.get_closest_marker("slow"):  # the real eval has big matmuls
-        yield
-        return
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PG_7x384 = GPTConfig(num_layers=7, model_dim=384, num_heads=8, num_kv_heads=4, mlp_mult=2.0, vocab_size=1024)

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from golfpack.errors import GolfpackError
 from golfpack.model.packed import PackedLinear, pack_linear_weights, quantize_rows_absmax, row_stride
 
-torch.set_num_threads(2)
 
 
 def rel(got, ref):

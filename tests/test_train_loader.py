@@ -8,14 +8,7 @@ from golfpack.errors import GolfpackError
 from golfpack.train.loader import DistributedBatches, TokenStream
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: more threads only add sync overhead, and on a shared, loaded
-    # CPU an oversubscribed OpenMP pool makes steps 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -13,14 +13,7 @@ from golfpack.train.qat import attach_qat, canonical_name, detach_qat, fake_quan
 from golfpack.train.schedule import lr_multiplier, muon_momentum, progress
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: more threads only add sync overhead, and on a shared, loaded
-    # CPU an oversubscribed OpenMP pool makes steps 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("shape", [(16, 64), (64, 16), (32, 32)])

@@ -16,14 +16,7 @@ from golfpack.train.config import TrainConfig
 from golfpack.train.trainer import build_model, param_groups, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: more threads only add sync overhead, and on a shared, loaded
-    # CPU an oversubscribed OpenMP pool makes steps 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CFG = dict(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1)
 
