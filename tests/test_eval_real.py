@@ -44,3 +44,20 @@ def test_full_plain_eval_reproduces_the_reference(baseline_ptz, sp1024_model, c4
     assert (d["tokens"], d["bytes"]) == (882_688, 2_199_205)
     assert abs(d["val_loss"] - 3.363521) < 5e-5
     assert abs(d["val_bpb"] - 1.947647) < 5e-4
+
+
+def test_lossless_artifact_scores_exactly_like_the_checkpoint(tmp_path, baseline_ptz, sp1024_model, c4_val_shard):
+    """Issue 4: eval through a lossless golfpack artifact == direct checkpoint eval (here bit-identical,
+    on a 4-window prefix; the full-shard comparison is in benchmarks/RESULTS.md)."""
+    from golfpack.checkpoint import read_checkpoint
+    from golfpack.codec.container import write_artifact
+    from golfpack.codec.encode import encode_lossless
+
+    art = tmp_path / "baseline.gp"
+    write_artifact(art, encode_lossless(read_checkpoint(baseline_ptz)))
+    tables = build_byte_tables(sp1024_model, 1024)
+    tokens = read_shard(c4_val_shard)
+    direct = evaluate(load(baseline_ptz), tokens, tables, seq_len=512, max_tokens=4 * 512, batch=4)
+    packed = evaluate(load(art), tokens, tables, seq_len=512, max_tokens=4 * 512, batch=4)
+    assert packed.tokens == direct.tokens == 2048 and packed.bytes == direct.bytes
+    assert packed.val_loss == direct.val_loss and packed.val_bpb == direct.val_bpb
