@@ -6,13 +6,22 @@ M tokens, with PackedLinear (auto: small-M CUDA kernels, dequant + cuBLAS for
 large M) and with dense bf16 F.linear on the same card and in the same run, and
 reports tokens/s. Also times each CUDA kernel path (small-M, tiled, dequant+mm)
 per shape so the crossover PackedLinear.cuda_tile_min_m can be set by data.
-The golfpack GPT model is not wired to PackedLinear yet, so the stack of
-linears (which is all that changes between dense and packed) is timed.
+Then the whole model: eval tokens/s of golfpack.evaluate on a baseline-shaped GPT
+(random weights quantized the baseline's int8-per-row way and written as a .ptz),
+dense (golfpack.model.load, bf16 autocast) vs packed (load_packed: PackedLinear
+layers, dense weights never materialized), same card, same tokens, same run.
 
     python benchmarks/gpu_check.py [--out table.md]
+    python benchmarks/gpu_check.py --model-only --device cpu --small   # CPU smoke run of the model part
 """
 import argparse
+import io
 import os
+import tempfile
+import time
+import zlib
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +45,85 @@ def cuda_time(fn, reps=20):
     return start.elapsed_time(end) / reps / 1e3
 
 
+def write_baseline_ptz(model, path):
+    """The model's weights in the challenge's int8_clean_per_row_v1 .ptz layout (2-D > 65,536 elements
+    quantized per row with the baseline's clip and 1/127 floor; everything else passed through)."""
+    quantized, scales, dtypes, passthrough, qmeta = {}, {}, {}, {}, {}
+    for name, t in model.state_dict().items():
+        t = t.detach().float().cpu()
+        if t.ndim == 2 and t.numel() > 65_536:
+            clip = torch.quantile(t.abs(), 0.9999984, dim=1) if t.shape[1] <= 16_777_216 else t.abs().amax(1)
+            scale = torch.clamp(clip / 127, min=1 / 127).to(torch.float16)
+            q = torch.clamp(torch.round(torch.clamp(t, -clip[:, None], clip[:, None]) / scale.float()[:, None]), -127, 127)
+            quantized[name], scales[name], dtypes[name] = q.to(torch.int8), scale, "float32"
+            qmeta[name] = {"scheme": "per_row", "axis": 0}
+        else:
+            passthrough[name] = t
+    obj = {"__quant_format__": "int8_clean_per_row_v1", "quantized": quantized, "scales": scales, "dtypes": dtypes,
+           "passthrough": passthrough, "qmeta": qmeta}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with open(path, "wb") as f:
+        f.write(zlib.compress(buf.getvalue(), 1))
+
+
+def model_eval_table(device: str, small: bool) -> list[str]:
+    """Eval tokens/s, dense vs packed, of a baseline-shaped GPT on the same tokens."""
+    from golfpack.data.bytes import ByteTables
+    from golfpack.evaluate import evaluate
+    from golfpack.evaluate.packed_model import load_packed, packed_summary
+    from golfpack.model import GPT, GPTConfig, load
+
+    if small:
+        cfg, L, n_tokens, batches = GPTConfig(num_layers=2, model_dim=384), 128, 4096, (4,)
+    else:
+        cfg, L, n_tokens, batches = GPTConfig(), 1024, 2_000_000, (8, 32, 64)  # the 9x512 challenge baseline
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model = GPT(cfg)
+        for p in model.parameters():  # zero-init projections would make the model trivial
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, cfg.vocab_size, n_tokens + 1).astype(np.uint16)
+    tokens[:: 1000] = 1  # a BOS every 1000 tokens
+    v = cfg.vocab_size
+    tables = ByteTables(np.ones(v, np.int16), np.zeros(v, bool), np.arange(v) < 4)
+    lines = [f"| model | batch (windows of {L}) | dense tok/s | packed tok/s | packed/dense | dense bpb | packed bpb |",
+             "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        ptz = os.path.join(tmp, "model.ptz")
+        write_baseline_ptz(model, ptz)
+        dense = load(ptz, device=device)
+        packed = load_packed(ptz, device=device)
+        summ = packed_summary(packed)
+        for b in batches:
+            res = {}
+            for name, m in (("dense", dense), ("packed", packed)):
+                evaluate(m, tokens, tables, seq_len=L, batch=b, device=device, max_tokens=b * L)  # warm-up
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                r = evaluate(m, tokens, tables, seq_len=L, batch=b, device=device)
+                res[name] = (r, time.perf_counter() - t0)
+            (rd, td), (rp, tp) = res["dense"], res["packed"]
+            lines.append(f"| {cfg.num_layers}x{cfg.model_dim} | {b} | {rd.tokens / td:,.0f} | {rp.tokens / tp:,.0f} | "
+                         f"{td / tp:.2f} | {rd.val_bpb:.5f} | {rp.val_bpb:.5f} |")
+            print(lines[-1], flush=True)
+    lines.append(f"\npacked model: {summ}")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline-9x512", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--model-only", action="store_true", help="only the whole-model eval table")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--small", action="store_true", help="tiny model and few tokens (smoke run)")
     a = ap.parse_args()
+    if a.model_only:
+        print("\n".join(model_eval_table(a.device, a.small)))
+        return
     layers, d = (9, 512) if a.baseline_9x512 else (7, 384)
     torch.manual_seed(0)
     lines = [f"# gpu_check: {torch.cuda.get_device_name()} torch {torch.__version__}, {layers}x{d} linear stack", ""]
@@ -77,6 +160,7 @@ def main():
                 p.cuda_tile_min_m = saved
                 lines.append(f"| dequant+cuBLAS | {n}x{k} | {M} | {t * 1e6:.1f} |")
                 print("\n".join(lines[-len(paths) - 1:]), flush=True)
+    lines += ["", "## whole-model eval (golfpack.evaluate, bf16 autocast)", ""] + model_eval_table("cuda", False)
     text = "\n".join(lines) + "\n"
     dest = a.out or (os.path.join(os.environ["OUT"], "gpu_check.md") if os.environ.get("OUT") else None)
     if dest:

@@ -16,5 +16,5 @@ echo "== GPU tests" | log
 rc=0
 timeout 180 python -m pytest -q tests/test_qmatmul_cuda.py tests/test_packed.py 2>&1 | tail -25 | log || rc=$?
 echo "== benchmark" | log
-timeout 120 python benchmarks/gpu_check.py 2>&1 | log || rc=$?
+timeout 240 python benchmarks/gpu_check.py 2>&1 | log || rc=$?
 exit $rc
