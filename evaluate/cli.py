@@ -52,11 +52,11 @@ def add_subcommands(subparsers) -> None:
     p.set_defaults(func=run_eval)
 
 
-def _existing(path: str, what: str) -> Path:
+def _existing(path: str, what: str, allow_dir: bool = False) -> Path:
     p = Path(path)
     if not p.exists():
         raise GolfpackError(f"{what} not found: {p}")
-    if p.is_dir():
+    if p.is_dir() and not allow_dir:
         raise GolfpackError(f"{what} is a directory: {p}")
     return p
 
@@ -71,7 +71,7 @@ def _load_config(path: str | None):
 
 def load_model(src: str, config_path: str | None, packed: bool):
     """The model to evaluate, on CPU (evaluate() moves it)."""
-    path = _existing(src, "source")
+    path = _existing(src, "source", allow_dir=True)  # a trainer output dir is a checkpoint
     config = _load_config(config_path)
     if packed:
         from golfpack.evaluate.packed_model import load_packed
