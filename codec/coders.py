@@ -140,6 +140,13 @@ def _bounded_brotli(data: bytes, size: int) -> bytes:
     return out
 
 
+def _check_symbol_range(vals: np.ndarray, bits: int, coder: str) -> None:
+    """Decoded int symbols must fit the stream's declared width (FORMAT.md section 3)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if vals.size and (vals.min() < lo or vals.max() > hi):
+        raise FormatError(f"{coder} stream decodes symbols outside the {bits}-bit range")
+
+
 def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "none") -> np.ndarray:
     """Inverse of encode_stream: int8 symbols (int streams) or the float dtype (bf16 as uint16 bits)."""
     if coder == "raw":
@@ -156,9 +163,7 @@ def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "non
             raise FormatError(str(e)) from None
         if st.kind == "int":
             vals = sym.astype(np.int16) - RANS_SYMBOL_OFFSET
-            lo, hi = -(1 << (st.bits - 1)), (1 << (st.bits - 1)) - 1
-            if n and (vals.min() < lo or vals.max() > hi):
-                raise FormatError(f"rANS stream decodes symbols outside the {st.bits}-bit range")
+            _check_symbol_range(vals, st.bits, coder)
             return vals.astype(np.int8)
         rep = sym.tobytes()
     elif coder in ("zstd", "brotli"):
@@ -166,9 +171,7 @@ def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "non
         rep = _bounded_zstd(data, n) if coder == "zstd" else _bounded_brotli(data, n)
         if st.kind == "int":
             vals = np.frombuffer(rep, np.int8)
-            lo, hi = -(1 << (st.bits - 1)), (1 << (st.bits - 1)) - 1
-            if n and (vals.min() < lo or vals.max() > hi):
-                raise FormatError(f"{coder} stream decodes symbols outside the {st.bits}-bit range")
+            _check_symbol_range(vals, st.bits, coder)
             return vals.copy()
     else:
         raise FormatError(f"unknown coder {coder!r} (this golfpack knows {', '.join(CODERS)})")
