@@ -225,3 +225,33 @@ def test_writer_rejects_unsupported_dtype():
     ck = Checkpoint(floats={"x": torch.zeros(3, dtype=torch.int32)}, order=["x"])
     with pytest.raises(GolfpackError, match="cannot be stored losslessly"):
         encode_lossless(ck)
+
+
+_FUZZ_BASE = None
+
+
+def _fuzz_base() -> bytes:
+    global _FUZZ_BASE
+    if _FUZZ_BASE is None:
+        _FUZZ_BASE = encode_lossless(small_checkpoint())
+    return _FUZZ_BASE
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])),
+                min_size=1, max_size=6))
+def test_random_edits_give_format_errors_never_crashes(edits):
+    """Any edit (overwrite, insert, delete bytes anywhere): a clean FormatError or, if the edit
+    happens to be a no-op, the original tensors. Never another exception, a hang or a crash."""
+    data = bytearray(_fuzz_base())
+    for pos, val, op in edits:
+        pos %= len(data) + (op == "insert")
+        if op == "set":
+            data[pos] = val
+        elif op == "insert":
+            data.insert(pos, val)
+        elif len(data) > 1:
+            del data[pos]
+    if bytes(data) == _fuzz_base():
+        return
+    with pytest.raises(FormatError):
+        decode_everything(bytes(data))
