@@ -32,7 +32,10 @@ MANIFEST_RAW, MANIFEST_ZSTD = 0, 1
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_TENSORS = 1 << 20
 MAX_NDIM = 8
-MAX_TOTAL_ELEMENTS = 1 << 32  # hostile-size guard: decoding allocates at most this many elements in all
+# Hostile-size guard: a one-symbol rANS (or a zstd) stream can legitimately decode any count
+# from a few bytes, so the element total is capped. 2^30 (~1.07 G parameters, 4 GiB as fp32)
+# is far above anything a 16 MB budget holds and keeps decoding inside a small machine's memory.
+MAX_TOTAL_ELEMENTS = 1 << 30
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -220,6 +223,9 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise GolfpackError("duplicate tensor names in artifact")
+    total = sum(math.prod(t.shape) for t in tensors)
+    if total > MAX_TOTAL_ELEMENTS:
+        raise GolfpackError(f"{total} elements in all exceed the format's cap of {MAX_TOTAL_ELEMENTS} (FORMAT.md section 2)")
     entries, blobs, offset = [], [], 0
     for t in tensors:
         streams = {}

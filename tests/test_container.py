@@ -178,6 +178,7 @@ def test_unknown_version_is_refused_with_a_clear_message():
     [
         (lambda m: m.update(payload_bytes=2**62), "truncated"),
         (lambda m: m["tensors"][0].update(shape=[2**40, 2**40]), "elements exceed"),
+        (lambda m: m["tensors"][0].update(shape=[2**15, 2**15 + 1]), "elements exceed"),
         (lambda m: m["tensors"][0].update(shape=[-1, 4]), "shape"),
         (lambda m: m["tensors"][0]["streams"]["symbols"].update(count=2**63), "count"),
         (lambda m: m["tensors"][0]["streams"]["symbols"].update(length=2**62), "outside"),
@@ -211,7 +212,7 @@ def test_hostile_header_sizes():
 
 
 def test_element_cap_is_the_documented_one():
-    assert MAX_TOTAL_ELEMENTS == 2**32
+    assert MAX_TOTAL_ELEMENTS == 2**30
 
 
 def test_float_shape_mismatch_is_an_error_not_a_crash():
