@@ -74,6 +74,15 @@ class _Source:
         sym = q.symbols.numpy()
         return sym, q.scale, _bits_for(sym)
 
+    def dtype(self, name: str) -> torch.dtype:
+        """The dtype the source gives this tensor when dequantized."""
+        if self.kind == "artifact":
+            from golfpack.codec.container import TORCH_DTYPES
+
+            return TORCH_DTYPES[self._entries[name].dtype]
+        q = self._ck.quantized.get(name)
+        return q.dtype if q is not None else self._ck.cast.get(name, self._ck.floats[name].dtype)
+
     def dequantize(self, name: str) -> torch.Tensor:
         if self.kind == "artifact":
             return self._entries[name].dequantize()
@@ -106,7 +115,7 @@ def load_packed(
     """
     from golfpack.model import GPT
     from golfpack.model.load import as_config, infer_config, strip_wrapper_prefixes
-    from golfpack.model.packed import PackedLinear
+    from golfpack.model.packed import PackedEmbedding, PackedLinear
 
     path = Path(path)
     if not path.exists():
@@ -155,6 +164,14 @@ def load_packed(
         return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits)
 
     n_packed = model.replace_linears(pack)
+    # The token table (and tied head) stays packed too, rounded to its source dtype.
+    emb_key = "tok_emb.weight"
+    rq = src.row_quantized(renamed[emb_key])
+    if rq is not None:
+        symbols, scales, bits = rq
+        table = PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits)
+        model.tok_emb = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
+        consumed.add(emb_key)
     rest = {}
     for name, want in model.state_dict().items():
         if name in consumed or not want.is_meta:
@@ -173,14 +190,16 @@ def load_packed(
 
 def packed_summary(model) -> Mapping[str, int]:
     """Counts and bytes of the packed vs dense parts of a load_packed model."""
-    from golfpack.model.packed import PackedLinear
+    from golfpack.model.packed import PackedEmbedding, PackedLinear
 
     packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    n_tables = sum(isinstance(m, PackedEmbedding) for m in model.modules())
     packed_ids = {id(t) for m in packed for t in m.buffers()}
     dense = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())
                 if id(t) not in packed_ids)
     return {
-        "packed_layers": len(packed),
+        "packed_layers": len(packed),  # PackedLinear modules, the packed token table's included
+        "packed_tables": n_tables,
         "packed_bytes": sum(m.nbytes_packed for m in packed),
         "dense_bytes": dense,
     }

@@ -138,7 +138,12 @@ class GPT(nn.Module):
 
     def logits_from_hidden(self, h: Tensor) -> Tensor:
         """Head + softcap on hidden states [..., D]; returns float32 logits [..., V]."""
-        logits = F.linear(h, self.tok_emb.weight) if self.lm_head is None else self.lm_head(h)
+        if self.lm_head is not None:
+            logits = self.lm_head(h)
+        elif hasattr(self.tok_emb, "head"):  # a packed table (model/packed.py PackedEmbedding)
+            logits = self.tok_emb.head(h)
+        else:
+            logits = F.linear(h, self.tok_emb.weight)
         cap = self.config.logit_softcap
         if cap:
             logits = cap * torch.tanh(logits / cap)

@@ -26,6 +26,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from golfpack.errors import GolfpackError
 
@@ -329,4 +330,76 @@ class PackedLinear(nn.Module):
         return y.reshape(*lead, self.out_features)
 
 
-__all__ = ["PackedLinear", "pack_linear_weights", "quantize_rows_absmax", "row_stride"]
+class PackedEmbedding(nn.Module):
+    """A bit-packed token table W_hat [V, D] that serves as embedding and as tied output head.
+
+    forward(idx) gathers the packed rows of idx and dequantizes only those; head(h) computes
+    h . W_hat^T a tile of ``tile_rows`` vocabulary rows at a time (dequantize, then GEMM), so the
+    whole dense table is never materialized. Gradients flow to h (TTT through the head); the
+    table itself is frozen.
+
+    Dequantized values are rounded to ``source_dtype`` before use: a dense model loaded from a
+    checkpoint whose table was, say, bf16 computes with bf16(q * s), and so must we, or the
+    packed model would score differently from the one its author evaluated.
+    """
+
+    tile_rows = 256
+
+    def __init__(self, table: PackedLinear, source_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if table.rank or table.bias is not None:
+            raise GolfpackError("PackedEmbedding takes a plain packed table (no low-rank term, no bias)")
+        if not source_dtype.is_floating_point:
+            raise GolfpackError(f"source_dtype must be a float dtype, got {source_dtype}")
+        self.table = table
+        self.source_dtype = source_dtype
+        self.num_embeddings, self.embedding_dim = table.out_features, table.in_features
+
+    def extra_repr(self) -> str:
+        return (f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, "
+                f"bits={self.table.bits}, source_dtype={self.source_dtype}")
+
+    def _round(self, w: torch.Tensor) -> torch.Tensor:
+        return w if self.source_dtype == torch.float32 else w.to(self.source_dtype).to(torch.float32)
+
+    def _dequant(self, packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """fp32 [n, D] from n packed rows (any rows: a gather or a contiguous tile)."""
+        n, K = packed.shape[0], self.embedding_dim
+        if packed.is_cuda:
+            out = torch.empty((n, K), dtype=torch.float32, device=packed.device)
+            if n and K:
+                _native().dequant_rows_cuda(packed.data_ptr(), packed.shape[1], scales.data_ptr(), self.table.bits,
+                                            K, 0, n, out.data_ptr(), "float32",
+                                            torch.cuda.current_stream().cuda_stream)
+        else:
+            out = torch.empty((n, K), dtype=torch.float32)
+            if n and K:
+                _native().dequant_rows(_np(packed), _np(scales), self.table.bits, K, 0, n, out=_np(out),
+                                       threads=torch.get_num_threads())
+        return self._round(out)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32):
+            raise GolfpackError("PackedEmbedding expects an int64/int32 tensor of token ids")
+        flat = idx.reshape(-1).to(torch.int64)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.num_embeddings):
+            raise GolfpackError(f"token ids must lie in [0, {self.num_embeddings})")
+        flat = flat.to(self.table.packed.device)
+        rows = self.table.packed.index_select(0, flat).contiguous()
+        scales = self.table.scales.index_select(0, flat).contiguous()
+        return self._dequant(rows, scales).reshape(*idx.shape, self.embedding_dim)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits h . W_hat^T (fp32), one vocabulary tile at a time."""
+        if h.shape[-1] != self.embedding_dim:
+            raise GolfpackError(f"hidden size must be {self.embedding_dim}, got shape {tuple(h.shape)}")
+        V, packed, scales = self.num_embeddings, self.table.packed, self.table.scales
+        chunks = []
+        for n0 in range(0, V, self.tile_rows):
+            n1 = min(V, n0 + self.tile_rows)
+            w = self._dequant(packed[n0:n1], scales[n0:n1])
+            chunks.append(F.linear(h, w.to(h.dtype)))
+        return torch.cat(chunks, dim=-1) if chunks else h.new_zeros(*h.shape[:-1], 0)
+
+
+__all__ = ["PackedEmbedding", "PackedLinear", "pack_linear_weights", "quantize_rows_absmax", "row_stride"]

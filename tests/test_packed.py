@@ -165,3 +165,26 @@ def test_bad_inputs():
         make_layer(4, 8, 10, lowrank_a=torch.zeros(8, 2))
     with pytest.raises(GolfpackError, match="bias"):
         make_layer(4, 8, 10, bias=torch.zeros(7))
+
+
+@pytest.mark.parametrize("source_dtype", [torch.float32, torch.bfloat16])
+def test_packed_embedding_matches_the_dense_table(source_dtype):
+    from golfpack.model.packed import PackedEmbedding
+
+    g = torch.Generator().manual_seed(0)
+    V, D = 300, 40  # V not a multiple of the head's 256-row tile
+    w = torch.randn(V, D, generator=g) * 0.1
+    table = PackedLinear.from_dense(w, 6)
+    emb = PackedEmbedding(table, source_dtype=source_dtype)
+    dense = table.dequantize().to(source_dtype).to(torch.float32)  # what a dense model of that dtype holds
+    idx = torch.randint(0, V, (3, 7), generator=g)
+    assert torch.equal(emb(idx), F.embedding(idx, dense))
+    h = torch.randn(3, 7, D, generator=g, requires_grad=True)
+    logits = emb.head(h)
+    ref = F.linear(h, dense)
+    assert torch.allclose(logits, ref, rtol=1e-5, atol=1e-6)
+    (gh,) = torch.autograd.grad(logits.sum(), h)
+    (gr,) = torch.autograd.grad(ref.sum(), h)
+    assert torch.allclose(gh, gr, rtol=1e-5, atol=1e-6)
+    with pytest.raises(GolfpackError, match="token ids"):
+        emb(torch.tensor([V]))
