@@ -109,18 +109,27 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _cpu_row_tiles(layer: "PackedLinear"):
+    """Yield (n0, n1, fp32 tile of rows n0..n1) of W_hat, ``tile_rows`` at a time, reusing one
+    buffer: the large-M forward and backward both walk the weight this way, and the dense
+    weight is never materialized whole. A tile is valid only until the next one is yielded."""
+    N, K = layer.out_features, layer.in_features
+    rows = min(layer.tile_rows, N)
+    buf = torch.empty((rows, K), dtype=torch.float32)
+    for n0 in range(0, N, rows):
+        n1 = min(N, n0 + rows)
+        tile = buf[: n1 - n0]
+        _native().dequant_rows(_np(layer.packed), _np(layer.scales), layer.bits, K, n0, n1, out=_np(tile), threads=1)
+        yield n0, n1, tile
+
+
 def _cpu_forward(x: torch.Tensor, layer: "PackedLinear") -> torch.Tensor:
     C = _native()
     M, N, K = x.shape[0], layer.out_features, layer.in_features
     out = torch.empty((M, N), dtype=torch.float32)
     if M >= layer.cpu_tile_min_m and N and K:
         # Large M: dense GEMM on a dequantized tile; dequant cost / M per weight.
-        rows = min(layer.tile_rows, N)
-        buf = torch.empty((rows, K), dtype=torch.float32)
-        for n0 in range(0, N, rows):
-            n1 = min(N, n0 + rows)
-            tile = buf[: n1 - n0]
-            C.dequant_rows(_np(layer.packed), _np(layer.scales), layer.bits, K, n0, n1, out=_np(tile), threads=1)
+        for n0, n1, tile in _cpu_row_tiles(layer):
             torch.mm(x, tile.t(), out=out[:, n0:n1])  # strided view: MKL writes with ldc = N
         return out
     C.qgemm_f32(_np(x), _np(layer.packed), _np(layer.scales), layer.bits, K, out=_np(out),
@@ -133,12 +142,7 @@ def _cpu_backward(gy: torch.Tensor, layer: "PackedLinear") -> torch.Tensor:
     M, N, K = gy.shape[0], layer.out_features, layer.in_features
     if M >= layer.cpu_tile_min_m and N and K:
         gx = torch.zeros((M, K), dtype=torch.float32)
-        rows = min(layer.tile_rows, N)
-        buf = torch.empty((rows, K), dtype=torch.float32)
-        for n0 in range(0, N, rows):
-            n1 = min(N, n0 + rows)
-            tile = buf[: n1 - n0]
-            C.dequant_rows(_np(layer.packed), _np(layer.scales), layer.bits, K, n0, n1, out=_np(tile), threads=1)
+        for n0, n1, tile in _cpu_row_tiles(layer):
             gx.addmm_(gy[:, n0:n1], tile)
         return gx
     gx = torch.empty((M, K), dtype=torch.float32)
