@@ -23,6 +23,7 @@ import zstandard
 
 from golfpack.codec.coders import FLOAT_TYPES, StreamType, decode_stream
 from golfpack.errors import FormatError, GolfpackError
+from golfpack.safe_json import check_value, loads_bounded
 
 MAGIC = b"GOLFPACK"
 FORMAT_VERSION = 1
@@ -36,6 +37,9 @@ MAX_NDIM = 8
 # from a few bytes, so the element total is capped. 2^30 (~1.07 G parameters, 4 GiB as fp32)
 # is far above anything a 16 MB budget holds and keeps decoding inside a small machine's memory.
 MAX_TOTAL_ELEMENTS = 1 << 30
+# Sizes, offsets, lengths and shape dims: 2^40 (1 TiB) is far past any artifact, and keeps every
+# sum and product of these fields small and exact (FORMAT.md section 2).
+MAX_SIZE_FIELD = 1 << 40
 
 TORCH_DTYPES = {
     "float32": torch.float32,
@@ -214,6 +218,9 @@ class EncodedTensor:
 
 
 def _canonical_json(obj) -> bytes:
+    # The writer refuses what the reader would (NaN, huge ints, deep nesting, lone surrogates),
+    # as a GolfpackError naming the field, instead of writing an artifact no reader accepts.
+    check_value(obj, "manifest")
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
@@ -223,6 +230,9 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise GolfpackError("duplicate tensor names in artifact")
+    for t in tensors:
+        if any(not isinstance(d, int) or not 0 <= d <= MAX_SIZE_FIELD for d in t.shape):
+            raise GolfpackError(f"tensor {t.name!r}: shape {list(t.shape)} has a dimension outside [0, 2^40] (FORMAT.md section 2)")
     total = sum(math.prod(t.shape) for t in tensors)
     if total > MAX_TOTAL_ELEMENTS:
         raise GolfpackError(f"{total} elements in all exceed the format's cap of {MAX_TOTAL_ELEMENTS} (FORMAT.md section 2)")
@@ -270,14 +280,6 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        _req(k not in out, f"manifest: duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def _parse_stream(tname: str, role: str, d, payload_len: int) -> StreamEntry:
     where = f"manifest: tensor {tname!r} stream {role!r}"
     _req(isinstance(d, dict), f"{where}: must be an object")
@@ -288,6 +290,8 @@ def _parse_stream(tname: str, role: str, d, payload_len: int) -> StreamEntry:
     _req(kind == "int" or kind in FLOAT_TYPES, f"{where}: unknown type {kind!r}")
     for k in ("count", "offset", "length", "crc32"):
         _req(_is_int(d[k]) and d[k] >= 0, f"{where}: {k} must be a non-negative integer")
+    for k in ("offset", "length"):
+        _req(d[k] <= MAX_SIZE_FIELD, f"{where}: {k} {d[k]} outside [0, 2^40]")
     _req(d["crc32"] < 2**32, f"{where}: crc32 out of range")
     _req(d["count"] <= MAX_TOTAL_ELEMENTS, f"{where}: count {d['count']} exceeds {MAX_TOTAL_ELEMENTS}")
     _req(d["offset"] + d["length"] <= payload_len, f"{where}: bytes [{d['offset']}, {d['offset'] + d['length']}) lie outside the {payload_len}-byte payload")
@@ -311,8 +315,8 @@ def _parse_tensor(d, payload_len: int) -> TensorEntry:
     keys = set(d)
     _req(TENSOR_KEYS <= keys <= TENSOR_KEYS | OPTIONAL_TENSOR_KEYS, f"{where}: keys {sorted(keys)} (expected {sorted(TENSOR_KEYS)} + optional meta)")
     shape = d["shape"]
-    _req(isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_int(x) and x >= 0 for x in shape),
-         f"{where}: shape must be a list of at most {MAX_NDIM} non-negative integers, got {shape!r}")
+    _req(isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_int(x) and 0 <= x <= MAX_SIZE_FIELD for x in shape),
+         f"{where}: shape must be a list of at most {MAX_NDIM} integers in [0, 2^40], got {shape!r}")
     _req(d["dtype"] in TORCH_DTYPES, f"{where}: unsupported dtype {d['dtype']!r}")
     scheme = d["scheme"]
     _req(isinstance(scheme, dict) and isinstance(scheme.get("kind"), str), f"{where}: scheme must be an object with a kind")
@@ -374,15 +378,14 @@ def parse_artifact(buf: bytes | memoryview) -> Artifact:
     else:
         _req(stored == raw, "header: raw manifest sizes disagree")
         text = stored_b
-    try:
-        man = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"manifest is not valid JSON ({e})") from None
+    # Bounded: depth, integer digits/range, finite floats, duplicate keys (FORMAT.md section 2).
+    man = loads_bounded(text, "manifest")
     _req(isinstance(man, dict) and set(man) == TOP_KEYS, f"manifest: top-level keys must be {sorted(TOP_KEYS)}")
     _req(man["config"] is None or isinstance(man["config"], dict), "manifest: config must be an object or null")
     _req(isinstance(man["source"], dict), "manifest: source must be an object")
     payload_len = man["payload_bytes"]
     _req(_is_int(payload_len) and payload_len >= 0, "manifest: payload_bytes must be a non-negative integer")
+    _req(payload_len <= MAX_SIZE_FIELD, f"manifest: payload_bytes {payload_len} outside [0, 2^40]")
     body_start = HEADER_SIZE + stored
     _req(body_start + payload_len <= n, f"truncated: payload needs {payload_len} bytes, file has {n - body_start}")
     _req(body_start + payload_len == n, f"{n - body_start - payload_len} unexpected bytes after the payload")

@@ -176,7 +176,7 @@ def test_unknown_version_is_refused_with_a_clear_message():
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda m: m.update(payload_bytes=2**62), "truncated"),
+        (lambda m: m.update(payload_bytes=2**62), "payload_bytes 4611686018427387904 outside"),
         (lambda m: m["tensors"][0].update(shape=[2**40, 2**40]), "elements exceed"),
         (lambda m: m["tensors"][0].update(shape=[2**15, 2**15 + 1]), "elements exceed"),
         (lambda m: m["tensors"][0].update(shape=[-1, 4]), "shape"),
