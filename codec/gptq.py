@@ -1,0 +1,200 @@
+"""GPTQ: error-compensated rounding of a weight matrix against a calibration Hessian.
+
+GPTQ (Frantar et al. 2022, "OPTQ") quantizes the columns of W [N, K] one at a
+time and, after each, spreads that column's rounding error over the columns not
+yet quantized so that the layer output X W^T changes as little as possible,
+i.e. it greedily minimizes tr((W - W_hat) H (W - W_hat)^T) with H = mean(x x^T)
+over calibration inputs (codec.quant.hessian_error). This module is the
+standard Cholesky form with lazy batch updates:
+
+    H      <- H + damp * mean(diag H) * I          (dead columns: H[i, i] = 1, w[:, i] = 0)
+    U      =  upper Cholesky factor of H^-1
+    per block of block_size columns, per column j:
+        q_j     = clamp(round(w_j / s_j), -qmax, qmax)
+        e_j     = (w_j - q_j * s_j) / U[j, j]
+        w[:, j:block_end] -= e_j U[j, j:block_end]       (within the block, immediately)
+    after the block: w[:, block_end:] -= E U[block, block_end:]   (one matmul)
+
+Scales are *not* re-derived during the loop: they come once from the original
+w through codec.quant (clip_thresholds with col_weight = diag(H), then
+scales_from_clip) and stay fixed, so GPTQ only changes which grid point each
+weight rounds to. That keeps the scales a function of the checkpoint alone (the
+planner can compare RTN and GPTQ at equal scale cost and the format stores
+them the same way), and groups are static: group g always covers original
+columns [g * group, (g + 1) * group), also under act-order.
+
+act_order processes columns by descending diag(H) (the most-used inputs first,
+while most columns are still free to absorb their error) and un-permutes the
+symbols at the end. All arithmetic is float64 on the CPU: calibration
+Hessians are often ill-conditioned (a few dominant input directions), and in
+float32 the Cholesky of H^-1 can fail outright or carry errors comparable to
+the corrections being propagated; float64 also keeps the result independent
+of block_size up to rare rounding ties.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from golfpack.codec.quant import (
+    ClipSpec,
+    QuantResult,
+    _as_weight,
+    _check_group,
+    _check_scale_dtype,
+    _expand_scales,
+    _is_number,
+    _round_clamp,
+    clip_thresholds,
+    qmax,
+    scales_from_clip,
+)
+from golfpack.errors import GolfpackError
+
+DAMP_RETRIES = 4  # a failed Cholesky is retried with damping x10, this many times
+_RETRY_BASE_DAMP = 1e-5  # first retry's relative damping when cfg.damp == 0
+
+
+@dataclass(frozen=True)
+class GPTQConfig:
+    """damp: relative damping lambda (H += lambda * mean(diag H) * I); block_size: columns
+    per lazy-update block (results do not depend on it beyond float rounding); act_order:
+    process columns by descending diag(H)."""
+
+    damp: float = 0.01
+    block_size: int = 128
+    act_order: bool = True
+
+    def __post_init__(self):
+        if not _is_number(self.damp) or not math.isfinite(self.damp) or self.damp < 0:
+            raise GolfpackError(f"GPTQ damp must be a finite number >= 0 (got {self.damp!r})")
+        if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 1:
+            raise GolfpackError(f"GPTQ block_size must be an integer >= 1 (got {self.block_size!r})")
+        if not isinstance(self.act_order, bool):
+            raise GolfpackError(f"GPTQ act_order must be a bool (got {self.act_order!r})")
+
+    def to_json(self) -> dict:
+        return {"damp": float(self.damp), "block_size": self.block_size, "act_order": self.act_order}
+
+    @classmethod
+    def from_json(cls, d) -> "GPTQConfig":
+        keys = {"damp", "block_size", "act_order"}
+        if not isinstance(d, dict) or set(d) - keys:
+            raise GolfpackError(f"GPTQ config must be an object with keys among {sorted(keys)} (got {d!r})")
+        return cls(**d)
+
+
+def _check_hessian(H, k: int) -> torch.Tensor:
+    """float64 symmetric copy of H [K, K]; GolfpackError for anything that cannot be a Hessian."""
+    if not isinstance(H, torch.Tensor) or not H.dtype.is_floating_point:
+        raise GolfpackError("H must be a float torch.Tensor")
+    if tuple(H.shape) != (k, k):
+        raise GolfpackError(f"H must be [K, K] = [{k}, {k}] to match w (got {tuple(H.shape)})")
+    h = H.detach().to("cpu", torch.float64).clone()
+    if not bool(torch.isfinite(h).all()):
+        raise GolfpackError("H has NaN or Inf entries")
+    d = torch.diagonal(h)
+    if bool((d < 0).any()):
+        i = int(torch.nonzero(d < 0)[0])
+        raise GolfpackError(f"H is not positive semidefinite: H[{i}, {i}] = {float(d[i]):.6g} < 0")
+    scale = float(h.abs().max()) if k else 0.0
+    if not torch.allclose(h, h.T, rtol=1e-5, atol=1e-6 * scale):
+        raise GolfpackError("H is not symmetric")
+    return (h + h.T) / 2  # float32 X^T X is symmetric only up to rounding
+
+
+def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of (h + lambda * mean(diag h) * I)^-1, retrying with more damping."""
+    k = h.shape[0]
+    mean_diag = float(torch.diagonal(h).mean())
+    eye = torch.eye(k, dtype=torch.float64)
+    lam = damp
+    for attempt in range(DAMP_RETRIES + 1):
+        if attempt:
+            lam = lam * 10 if lam > 0 else _RETRY_BASE_DAMP
+        L, info = torch.linalg.cholesky_ex(h + (lam * mean_diag) * eye)
+        if int(info) == 0:
+            hinv = torch.cholesky_inverse(L)
+            U, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            if int(info) == 0 and bool(torch.isfinite(U).all()):
+                return U
+    raise GolfpackError(
+        f"H is not positive definite even with damping {lam:g} * mean(diag H) "
+        f"(after {DAMP_RETRIES} retries x10): is it really a Hessian mean(x x^T)?"
+    )
+
+
+def gptq_quantize(
+    w,
+    H,
+    bits: int,
+    clip: ClipSpec = ClipSpec(),
+    group: int | None = None,
+    cfg: GPTQConfig = GPTQConfig(),
+    scale_dtype=torch.float16,
+) -> QuantResult:
+    """GPTQ symbols of w [N, K] against the Hessian H [K, K], with scales fixed up front.
+
+    Scales: clip_thresholds(w, bits, clip, group, col_weight=diag(H)) -> scales_from_clip,
+    from the original w. Neither w nor H is modified.
+    """
+    q = qmax(bits)
+    _check_group(group)
+    _check_scale_dtype(scale_dtype)
+    if not isinstance(cfg, GPTQConfig):
+        raise GolfpackError(f"cfg must be a GPTQConfig (got {type(cfg).__name__})")
+    w32 = _as_weight(w)
+    n, k = w32.shape
+    h = _check_hessian(H, k)
+
+    # Scales first, from the untouched weights: GPTQ then only picks grid points.
+    c = clip_thresholds(w32, bits, clip, group, col_weight=torch.diagonal(h).clone(), scale_dtype=scale_dtype)
+    scales = scales_from_clip(c, bits, scale_dtype)
+    if n == 0 or k == 0:
+        return QuantResult(torch.zeros(n, k, dtype=torch.int8), scales, bits, group)
+    s_cols = _expand_scales(scales, n, k, group)  # [N, K] float64: column j's scale, by original index
+
+    W = w32.to(torch.float64)  # a fresh copy: the caller's w stays as it was
+    dead = torch.diagonal(h) == 0
+    if bool(dead.any()):
+        # A column no calibration input reaches: its weight never affects the output, so
+        # quantize it to 0 and give H a unit diagonal there so it stays invertible.
+        h[dead, :] = 0
+        h[:, dead] = 0
+        h[dead, dead] = 1
+        W[:, dead] = 0
+
+    if cfg.act_order:
+        perm = torch.argsort(torch.diagonal(h), descending=True, stable=True)
+        W = W[:, perm]
+        h = h[perm][:, perm]
+        s_cols = s_cols[:, perm]
+    else:
+        perm = None
+    W = W.contiguous()
+    s_cols = s_cols.contiguous()
+
+    U = _inverse_cholesky(h, cfg.damp)
+    Q = torch.zeros(n, k, dtype=torch.float64)
+    bs = cfg.block_size
+    for i1 in range(0, k, bs):
+        i2 = min(i1 + bs, k)
+        W1 = W[:, i1:i2].clone()
+        E1 = torch.zeros(n, i2 - i1, dtype=torch.float64)
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            wcol = W1[:, i]
+            s = s_cols[:, i1 + i]
+            qcol = _round_clamp(wcol, s, q)
+            Q[:, i1 + i] = qcol
+            err = (wcol - qcol * s) / U1[i, i]
+            W1[:, i + 1 :] -= err.unsqueeze(1) * U1[i, i + 1 :].unsqueeze(0)
+            E1[:, i] = err
+        if i2 < k:
+            W[:, i2:] -= E1 @ U[i1:i2, i2:]  # lazy batch update of all later columns
+
+    if perm is not None:
+        Q = Q[:, torch.argsort(perm)]
+    return QuantResult(symbols=Q.to(torch.int8), scales=scales, bits=bits, group=group)
