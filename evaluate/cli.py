@@ -66,7 +66,11 @@ def _load_config(path: str | None):
         return None
     from golfpack.model import GPTConfig
 
-    return GPTConfig.from_json(_existing(path, "config").read_text())
+    p = _existing(path, "config")
+    try:
+        return GPTConfig.from_json(p.read_bytes())  # bytes: bad UTF-8 is a FormatError too
+    except GolfpackError as e:
+        raise type(e)(f"{p}: {e}") from None
 
 
 def load_model(src: str, config_path: str | None, packed: bool):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from golfpack.errors import GolfpackError
+from golfpack.safe_json import INT_MAX, INT_MIN, loads_bounded
 
 ACTIVATIONS = ("relu2", "leaky_relu2")
 SMEAR_MODES = ("lerp", "add")
@@ -212,11 +213,8 @@ class GPTConfig:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "GPTConfig":
-        try:
-            d = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise GolfpackError(f"GPTConfig JSON is malformed: {e}") from None
-        return cls.from_dict(d)
+        # Bounded (golfpack.safe_json): a hostile file gives a FormatError, never a traceback.
+        return cls.from_dict(loads_bounded(text, "malformed GPTConfig JSON"))
 
     def replace(self, **changes: Any) -> "GPTConfig":
         return dataclasses.replace(self, **changes)
@@ -246,6 +244,16 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _short_repr(v: Any) -> str:
+    """repr for an error message that cannot itself fail or flood (a huge int's str() raises)."""
+    if _is_int(v) and v.bit_length() > 64:
+        return f"a {v.bit_length()}-bit integer"
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_short_repr(x) for x in v[:8]) + (", ...]" if len(v) > 8 else "]")
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 def _check_types(cfg: GPTConfig) -> None:
     bad: list[str] = []
     for name, (kind, optional) in _SPEC.items():
@@ -255,14 +263,17 @@ def _check_types(cfg: GPTConfig) -> None:
                 bad.append(f"{name} may not be null")
             continue
         ok = {
-            _INT: _is_int(v),
-            _FLOAT: (_is_int(v) or isinstance(v, float)),
+            _INT: _is_int(v) and INT_MIN <= v <= INT_MAX,
+            _FLOAT: (_is_int(v) and INT_MIN <= v <= INT_MAX) or (isinstance(v, float) and math.isfinite(v)),
             _BOOL: isinstance(v, bool),
             _STR: isinstance(v, str),
-            "ints": isinstance(v, tuple) and all(_is_int(i) for i in v),
+            "ints": isinstance(v, tuple) and all(_is_int(i) and INT_MIN <= i <= INT_MAX for i in v),
         }[kind]
         if not ok:
-            bad.append(f"{name} must be {kind}{' or null' if optional else ''} (got {v!r})")
+            # Bounded ints and finite floats only: the validation below formats values into
+            # messages (str() of a 5000-digit int raises) and float() of a huge int overflows.
+            what = {_INT: "int (64-bit)", _FLOAT: "float (finite)", "ints": "ints (64-bit)"}.get(kind, kind)
+            bad.append(f"{name} must be {what}{' or null' if optional else ''} (got {_short_repr(v)})")
         elif kind == _FLOAT:
             setattr(cfg, name, float(v))
     assert set(_SPEC) == {f.name for f in dataclasses.fields(cfg)}, "update _SPEC with the new field"

@@ -41,15 +41,15 @@ def add_subcommands(subparsers) -> None:
 def load_configs(path, overrides: dict | None = None):
     """(GPTConfig, TrainConfig) from CFG.json, with non-None overrides applied to the train section."""
     from golfpack.model import GPTConfig
+    from golfpack.safe_json import loads_bounded
     from golfpack.train.config import TrainConfig
 
     p = Path(path)
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise GolfpackError(f"config not found: {p}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GolfpackError(f"{p}: not valid JSON ({e})") from None
+    obj = loads_bounded(raw, str(p))  # bounded: depth, integer digits, no NaN/Infinity
     if not isinstance(obj, dict):
         raise GolfpackError(f"{p}: must hold a JSON object")
     train_section = obj.pop("train", {})

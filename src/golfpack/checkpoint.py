@@ -17,7 +17,6 @@ A ``config.json`` beside a checkpoint file supplies the config when the file has
 from __future__ import annotations
 
 import io
-import json
 import lzma
 import os
 import zlib
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from golfpack.errors import FormatError, GolfpackError
+from golfpack.safe_json import loads_bounded
 
 ARTIFACT_MAGIC = b"GOLFPACK"
 MAX_DECOMPRESSED = 1 << 33  # 8 GiB: far above any challenge checkpoint, far below a zip bomb's goal
@@ -128,10 +128,7 @@ def _torch_load(buf: bytes, path: Path):
 def _sidecar_config(path: Path) -> dict | None:
     cfg = path.parent / "config.json" if path.is_file() else path / "config.json"
     if cfg.is_file():
-        try:
-            obj = json.loads(cfg.read_text("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{cfg}: not valid JSON ({e})") from None
+        obj = loads_bounded(cfg.read_bytes(), str(cfg))
         if not isinstance(obj, dict):
             raise FormatError(f"{cfg}: must hold a JSON object")
         return obj
@@ -141,10 +138,7 @@ def _sidecar_config(path: Path) -> dict | None:
 def _config_from_metadata(meta: dict[str, str], path: Path) -> dict | None:
     for key in ("golfpack.config", "config"):
         if key in meta:
-            try:
-                obj = json.loads(meta[key])
-            except json.JSONDecodeError as e:
-                raise FormatError(f"{path}: metadata {key!r} is not valid JSON ({e})") from None
+            obj = loads_bounded(meta[key], f"{path}: metadata {key!r}")
             if isinstance(obj, dict):
                 return obj
     return None

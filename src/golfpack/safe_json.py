@@ -262,10 +262,8 @@ def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, m
     try:
         obj = json.loads(text, parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant,
                          object_pairs_hook=pairs)
-    except FormatError:
-        raise
     except json.JSONDecodeError as e:
-        raise FormatError(f"{what} is not valid JSON ({e})") from None
+        raise FormatError(f"{what}: not valid JSON ({e})") from None
     except (ValueError, RecursionError, TypeError, OverflowError, MemoryError) as e:
         # Belt and braces: nothing from the json layer may escape as a traceback.
         raise FormatError(f"{what}: cannot be read as JSON ({type(e).__name__})") from None
@@ -276,8 +274,3 @@ def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, m
         check_value(obj, what, max_depth=max_depth, error=FormatError)
     return obj
 
-
-def dumps_canonical(obj: Any, what: str) -> bytes:
-    """Canonical JSON bytes (sorted keys, no whitespace, UTF-8), after refusing what a reader would."""
-    check_value(obj, what)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from golfpack.errors import FormatError, GolfpackError
+from golfpack.safe_json import loads_bounded
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -94,15 +95,6 @@ def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadat
     return 8 + len(hjson) + offset
 
 
-def _no_duplicates(pairs):
-    seen = {}
-    for k, v in pairs:
-        if k in seen:
-            raise FormatError(f"duplicate key {k!r} in safetensors header")
-        seen[k] = v
-    return seen
-
-
 def load_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a .safetensors file; returns (tensors, metadata)."""
     path = Path(path)
@@ -115,12 +107,8 @@ def load_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[st
         raise FormatError(f"{where}: safetensors header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")
     if 8 + n > len(data):
         raise FormatError(f"{where}: truncated: header claims {n} bytes but the file has {len(data) - 8} after the length")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except FormatError as e:
-        raise FormatError(f"{where}: {e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{where}: safetensors header is not valid JSON ({e})") from None
+    # Bounded like the artifact manifest: depth, integer digits, finite floats, duplicate keys.
+    header = loads_bounded(data[8 : 8 + n], f"{where}: safetensors header")
     if not isinstance(header, dict):
         raise FormatError(f"{where}: safetensors header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
@@ -163,10 +151,7 @@ def load_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[st
 def load_sharded(index_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a sharded checkpoint from its ``*.safetensors.index.json`` (a ``weight_map`` of name -> shard file)."""
     index_path = Path(index_path)
-    try:
-        index = json.loads(index_path.read_text("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{index_path}: not a valid JSON index ({e})") from None
+    index = loads_bounded(index_path.read_bytes(), f"{index_path}: index")
     wmap = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(wmap, dict) or not wmap:
         raise FormatError(f"{index_path}: index has no 'weight_map' object")
