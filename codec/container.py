@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import zstandard
 
+from golfpack.codec import schemes as _schemes
 from golfpack.codec.coders import FLOAT_TYPES, StreamType, decode_stream
 from golfpack.errors import FormatError, GolfpackError
 from golfpack.safe_json import check_value, loads_bounded
@@ -48,12 +49,6 @@ TORCH_DTYPES = {
     "float64": torch.float64,
 }
 DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
-SCHEMES = {
-    # kind -> (stream roles it needs, scheme keys it needs)
-    "float": ({"data"}, set()),
-    "int_rowscale": ({"symbols", "scales"}, {"bits"}),
-    "int_tensorscale": ({"symbols", "scales"}, {"bits"}),
-}
 TENSOR_KEYS = {"name", "shape", "dtype", "scheme", "streams"}
 OPTIONAL_TENSOR_KEYS = {"meta"}
 STREAM_KEYS = {"type", "count", "coder", "transform", "offset", "length", "crc32"}
@@ -134,24 +129,44 @@ class TensorEntry:
         return self._decode("symbols").reshape(self.shape)
 
     def scales(self) -> torch.Tensor:
-        """Row scales ([rows]) or the one tensor scale ([]) in their stored dtype."""
+        """Row scales ([rows]), group scales ([rows, groups]) or the one tensor scale ([]), stored dtype."""
         if not self.is_quantized:
             raise GolfpackError(f"tensor {self.name!r} is stored as float, it has no scales")
-        t = _float_tensor(self._decode("scales"), self.streams["scales"].type.kind)
-        return t.reshape(()) if self.kind == "int_tensorscale" else t
+        t = self._float("scales")
+        if self.kind == "int_tensorscale":
+            return t.reshape(())
+        if self.kind == "int_groupscale":
+            return t.reshape(self.shape[0], -1) if self.shape[0] else t.reshape(0, 0)
+        return t
+
+    @property
+    def group(self) -> int | None:
+        return int(self.scheme["group"]) if self.kind == "int_groupscale" else None
+
+    @property
+    def rank(self) -> int:
+        """Rank of the LQER low-rank term (0 when there is none)."""
+        return int(self.scheme["lowrank"]["rank"]) if "lowrank" in self.scheme else 0
+
+    def lowrank(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """float32 factors (A [rows, r], B [r, cols]) of the low-rank term, or None."""
+        if not self.rank:
+            return None
+        return _schemes.lowrank_factors(self.scheme, self.shape, lambda r: self._decode(r), self._float)
+
+    def _float(self, role: str) -> torch.Tensor:
+        return _float_tensor(self._decode(role), self.streams[role].type.kind)
 
     def float_data(self) -> torch.Tensor:
         """A float tensor's stored values, in the stored dtype (before any cast)."""
-        return _float_tensor(self._decode("data"), self.streams["data"].type.kind).reshape(self.shape)
+        return self._float("data").reshape(self.shape)
 
     def dequantize(self) -> torch.Tensor:
-        """The decoded float tensor, as the source's own loader would produce it."""
+        """The decoded float tensor (codec/schemes.py): exactly what the dense loader and `decode` use."""
         dtype = TORCH_DTYPES[self.dtype]
         if not self.is_quantized:
             return self.float_data().to(dtype).contiguous()
-        from golfpack.checkpoint import QuantizedSource
-
-        return QuantizedSource(torch.from_numpy(self.symbols()), self.scales(), dtype).dequantize()
+        return _schemes.dequantize(self.scheme, self.shape, dtype, lambda r: self._decode(r), self._float)
 
 
 def _float_tensor(values: np.ndarray, kind: str) -> torch.Tensor:
@@ -185,8 +200,15 @@ class Artifact:
         ck = Checkpoint(config=self.config, source_format="golfpack")
         for name, t in self.tensors.items():
             dtype = TORCH_DTYPES[t.dtype]
-            if t.is_quantized:
+            if t.is_quantized and t.kind != "int_groupscale" and not t.rank:
                 ck.quantized[name] = QuantizedSource(torch.from_numpy(t.symbols()), t.scales(), dtype)
+            elif t.is_quantized:
+                # Group scales and low-rank terms have no QuantizedSource form: keep the decoded
+                # tensor exactly (as float32, cast to its dtype on use).
+                ck.floats[name] = _schemes.dequantize(t.scheme, t.shape, torch.float32,
+                                                      lambda r, t=t: t._decode(r), t._float)
+                if dtype != torch.float32:
+                    ck.cast[name] = dtype
             else:
                 data = t.float_data()
                 ck.floats[name] = data
@@ -319,32 +341,25 @@ def _parse_tensor(d, payload_len: int) -> TensorEntry:
          f"{where}: shape must be a list of at most {MAX_NDIM} integers in [0, 2^40], got {shape!r}")
     _req(d["dtype"] in TORCH_DTYPES, f"{where}: unsupported dtype {d['dtype']!r}")
     scheme = d["scheme"]
-    _req(isinstance(scheme, dict) and isinstance(scheme.get("kind"), str), f"{where}: scheme must be an object with a kind")
+    _schemes.validate_scheme(scheme, where)
     kind = scheme["kind"]
-    _req(kind in SCHEMES, f"{where}: quantization scheme {kind!r} is not supported by this golfpack (knows {', '.join(SCHEMES)})")
-    roles, params = SCHEMES[kind]
-    _req(set(scheme) == params | {"kind"}, f"{where}: scheme keys {sorted(scheme)} (expected {sorted(params | {'kind'})})")
+    roles = _schemes.roles(scheme)
     streams_d = d["streams"]
     _req(isinstance(streams_d, dict) and set(streams_d) == roles, f"{where}: streams {sorted(streams_d) if isinstance(streams_d, dict) else streams_d!r} (expected {sorted(roles)})")
     streams = {r: _parse_stream(name, r, streams_d[r], payload_len) for r in sorted(roles)}
     numel = math.prod(shape)
     _req(numel <= MAX_TOTAL_ELEMENTS, f"{where}: {numel} elements exceed {MAX_TOTAL_ELEMENTS}")
-    if kind == "float":
-        s = streams["data"]
-        _req(s.type.kind in FLOAT_TYPES, f"{where}: data stream must hold floats")
-        _req(s.type.count == numel, f"{where}: data stream holds {s.type.count} values, shape needs {numel}")
-    else:
-        bits = scheme["bits"]
-        _req(_is_int(bits) and 2 <= bits <= 8, f"{where}: bits must be 2..8, got {bits!r}")
-        sym, sc = streams["symbols"], streams["scales"]
-        _req(sym.type.kind == "int" and sym.type.bits == bits, f"{where}: symbols stream must be {bits}-bit int")
-        _req(sym.type.count == numel, f"{where}: symbols stream holds {sym.type.count} values, shape needs {numel}")
-        _req(sc.type.kind in ("float16", "float32"), f"{where}: scales must be float16 or float32")
-        if kind == "int_rowscale":
-            _req(len(shape) >= 1, f"{where}: per-row scales need at least one dimension")
-            _req(sc.type.count == shape[0], f"{where}: {sc.type.count} row scales for {shape[0]} rows")
+    counts = _schemes.expected_counts(scheme, tuple(shape), where)
+    for role, s in streams.items():
+        bits = _schemes.stream_bits(scheme, role)
+        if kind == "float":
+            _req(s.type.kind in FLOAT_TYPES, f"{where}: data stream must hold floats")
+        elif bits is not None:
+            _req(s.type.kind == "int" and s.type.bits == bits, f"{where}: {role} stream must be {bits}-bit int")
         else:
-            _req(sc.type.count == 1, f"{where}: a tensor scale must be one value")
+            _req(s.type.kind in ("float16", "float32"), f"{where}: {role} must be float16 or float32")
+        _req(s.type.count == counts[role], f"{where}: {role} stream holds {s.type.count} values, "
+             f"{'shape' if role in ('data', 'symbols') else 'the scheme'} needs {counts[role]}")
     meta = d.get("meta", {})
     _req(isinstance(meta, dict), f"{where}: meta must be an object")
     return TensorEntry(name, tuple(shape), d["dtype"], scheme, streams, meta)

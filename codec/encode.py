@@ -1,13 +1,12 @@
 """Checkpoint -> artifact bytes.
 
-Lossless mode (the only mode until the quantization + planner issue lands):
-integer symbols the source already holds (the baseline's int8 + fp16 row
-scales) are stored exactly as `int_rowscale` / `int_tensorscale` tensors, and
-every float tensor is stored bit-exactly as a `float` tensor. Each stream gets
-the smallest of the allowed coders (codec.coders.best_encoding).
+Lossless mode: integer symbols the source already holds (the baseline's int8 +
+fp16 row scales) are stored exactly as `int_rowscale` / `int_tensorscale`
+tensors, and every float tensor is stored bit-exactly as a `float` tensor. Each
+stream gets the smallest of the allowed coders (codec.coders.best_encoding).
 
-Lossy modes plug in here later: a planner chooses per-tensor schemes and a
-quantizer produces symbols + scales, then the same stream coding applies.
+Lossy mode (codec.planner) chooses per-tensor schemes, quantizes, and hands
+its streams to the same `encode_plan`.
 """
 from __future__ import annotations
 
@@ -33,42 +32,48 @@ def _float_values(t: torch.Tensor) -> tuple[str, np.ndarray]:
     return DTYPE_NAMES[t.dtype], t.numpy()
 
 
+def lossless_tensor(ck: Checkpoint, name: str):
+    """(name, shape, dtype name, scheme, {role: (StreamType, values)}) of one tensor, stored exactly."""
+    if name in ck.quantized:
+        qs = ck.quantized[name]
+        q = qs.symbols.numpy().reshape(-1)
+        # Source symbols are int8 (the baseline's 8-bit grid); they keep that width so
+        # inspect reports the scheme honestly. Entropy coding makes the nominal width free.
+        bits = 8
+        kind = "int_rowscale" if qs.scale.ndim > 0 else "int_tensorscale"
+        st_kind, s_vals = _float_values(qs.scale.reshape(-1))
+        if st_kind not in ("float16", "float32"):
+            s_vals = qs.scale.reshape(-1).to(torch.float32).numpy()
+            st_kind = "float32"
+            if not torch.equal(torch.from_numpy(s_vals).to(qs.scale.dtype), qs.scale.reshape(-1)):
+                raise GolfpackError(f"{name}: scale dtype {qs.scale.dtype} cannot be stored losslessly")
+        streams = {
+            "symbols": (StreamType("int", q.size, bits), q),
+            "scales": (StreamType(st_kind, s_vals.size), s_vals),
+        }
+        return name, tuple(qs.symbols.shape), DTYPE_NAMES[qs.dtype], {"kind": kind, "bits": bits}, streams
+    t = ck.floats[name]
+    st_kind, vals = _float_values(t)
+    out_dtype = ck.cast.get(name, t.dtype)
+    if out_dtype not in DTYPE_NAMES:
+        raise GolfpackError(f"{name}: cannot record output dtype {out_dtype}")
+    return name, tuple(t.shape), DTYPE_NAMES[out_dtype], {"kind": "float"}, {"data": (StreamType(st_kind, vals.size), vals)}
+
+
 def _plan_lossless(ck: Checkpoint):
     """Yield (name, shape, dtype name, scheme, {role: (StreamType, values)}) per tensor."""
     for name in ck.order:
-        if name in ck.quantized:
-            qs = ck.quantized[name]
-            q = qs.symbols.numpy().reshape(-1)
-            # Source symbols are int8 (the baseline's 8-bit grid); they keep that width so
-            # inspect reports the scheme honestly. Entropy coding makes the nominal width free.
-            bits = 8
-            kind = "int_rowscale" if qs.scale.ndim > 0 else "int_tensorscale"
-            st_kind, s_vals = _float_values(qs.scale.reshape(-1))
-            if st_kind not in ("float16", "float32"):
-                s_vals = qs.scale.reshape(-1).to(torch.float32).numpy()
-                st_kind = "float32"
-                if not torch.equal(torch.from_numpy(s_vals).to(qs.scale.dtype), qs.scale.reshape(-1)):
-                    raise GolfpackError(f"{name}: scale dtype {qs.scale.dtype} cannot be stored losslessly")
-            streams = {
-                "symbols": (StreamType("int", q.size, bits), q),
-                "scales": (StreamType(st_kind, s_vals.size), s_vals),
-            }
-            yield name, tuple(qs.symbols.shape), DTYPE_NAMES[qs.dtype], {"kind": kind, "bits": bits}, streams
-        else:
-            t = ck.floats[name]
-            st_kind, vals = _float_values(t)
-            out_dtype = ck.cast.get(name, t.dtype)
-            if out_dtype not in DTYPE_NAMES:
-                raise GolfpackError(f"{name}: cannot record output dtype {out_dtype}")
-            yield name, tuple(t.shape), DTYPE_NAMES[out_dtype], {"kind": "float"}, {"data": (StreamType(st_kind, vals.size), vals)}
+        yield lossless_tensor(ck, name)
 
 
-def encode_lossless(ck: Checkpoint, coders=CODERS, jobs: int | None = None) -> bytes:
-    """Encode a checkpoint losslessly; returns the artifact bytes (deterministic)."""
+def check_coders(coders) -> None:
     bad = [c for c in coders if c not in CODERS]
     if bad or not coders:
         raise GolfpackError(f"unknown coder(s) {bad} (choose from {', '.join(CODERS)})")
-    plan = list(_plan_lossless(ck))
+
+
+def encode_plan(plan: list, coders=CODERS, jobs: int | None = None, metas: list | None = None) -> list[EncodedTensor]:
+    """Entropy-code planned tensors: each stream gets the smallest allowed coder (threads in parallel)."""
     work = [(i, role, st, vals) for i, (_, _, _, _, streams) in enumerate(plan) for role, (st, vals) in streams.items()]
 
     def run(item):
@@ -83,6 +88,13 @@ def encode_lossless(ck: Checkpoint, coders=CODERS, jobs: int | None = None) -> b
     encoded = [dict() for _ in plan]
     for i, role, es in results:
         encoded[i][role] = es
-    tensors = [EncodedTensor(name, shape, dtype, scheme, encoded[i]) for i, (name, shape, dtype, scheme, _) in enumerate(plan)]
+    return [EncodedTensor(name, shape, dtype, scheme, encoded[i], (metas[i] if metas else None) or {})
+            for i, (name, shape, dtype, scheme, _) in enumerate(plan)]
+
+
+def encode_lossless(ck: Checkpoint, coders=CODERS, jobs: int | None = None) -> bytes:
+    """Encode a checkpoint losslessly; returns the artifact bytes (deterministic)."""
+    check_coders(coders)
+    tensors = encode_plan(list(_plan_lossless(ck)), coders, jobs)
     source = {"format": ck.source_format, "params": ck.num_params()}
     return build_artifact(tensors, config=ck.config, source=source)
