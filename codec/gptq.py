@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from golfpack.codec.quant import (
+    _check_scales,
     ClipSpec,
     QuantResult,
     _as_weight,
@@ -134,11 +135,13 @@ def gptq_quantize(
     group: int | None = None,
     cfg: GPTQConfig = GPTQConfig(),
     scale_dtype=torch.float16,
+    scales: torch.Tensor | None = None,
 ) -> QuantResult:
     """GPTQ symbols of w [N, K] against the Hessian H [K, K], with scales fixed up front.
 
     Scales: clip_thresholds(w, bits, clip, group, col_weight=diag(H)) -> scales_from_clip,
-    from the original w. Neither w nor H is modified.
+    from the original w, unless `scales` gives them (the planner's clip grid: [N], or [N, G]
+    with groups; `clip` is then ignored). Neither w nor H is modified.
     """
     q = qmax(bits)
     _check_group(group)
@@ -150,8 +153,12 @@ def gptq_quantize(
     h = _check_hessian(H, k)
 
     # Scales first, from the untouched weights: GPTQ then only picks grid points.
-    c = clip_thresholds(w32, bits, clip, group, col_weight=torch.diagonal(h).clone(), scale_dtype=scale_dtype)
-    scales = scales_from_clip(c, bits, scale_dtype)
+    if scales is None:
+        c = clip_thresholds(w32, bits, clip, group, col_weight=torch.diagonal(h).clone(), scale_dtype=scale_dtype)
+        scales = scales_from_clip(c, bits, scale_dtype)
+    else:
+        _check_scales(scales, n, k, group)
+        scales = scales.clone()
     if n == 0 or k == 0:
         return QuantResult(torch.zeros(n, k, dtype=torch.int8), scales, bits, group)
     s_cols = _expand_scales(scales, n, k, group)  # [N, K] float64: column j's scale, by original index

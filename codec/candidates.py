@@ -1,0 +1,206 @@
+"""Per-tensor candidates: every way the planner may store one tensor, with its predicted cost.
+
+A candidate is a `Choice` (method, bits, clip, clip multiplier, prune
+fraction, LQER rank) plus what it costs:
+
+    dloss        predicted loss increase in nats/token (calib.TensorStats.predict: the K-FAC /
+                 Hessian-weighted error; the planner minimizes the sum of these)
+    first_order  <grad, dW> on the calibration tokens (reported beside dloss, not optimized)
+    est_bytes    the symbols as one rANS stream + 2 bytes per fp16 scale (+ the LQER factors'
+                 streams): an upper bound of what the container stores, which keeps the smallest
+                 of several coders per stream
+
+Generation is staged to keep GPTQ's cost down: RTN over the whole grid
+(bits x clip multipliers), then GPTQ on the RTN lower convex hull only, then
+LQER and pruning variants of the hull. The clip of a candidate is the
+Hessian-weighted MSE-optimal clip of its bit width times a multiplier >= 1:
+multipliers 2^(1/3) and 2^(2/3) give steps a third of a bit apart, so each
+tensor's rate can be set finely (a larger step spends fewer bits at the same
+nominal width, which is what SDClip's k does in the records).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from golfpack import _C
+from golfpack.codec.coders import RANS_SYMBOL_OFFSET
+from golfpack.errors import GolfpackError
+
+
+@dataclass(frozen=True)
+class Choice:
+    method: str  # "rtn" | "gptq" | "keep" (source symbols / floats, exact) | "float" (store floats)
+    bits: int = 0
+    clip: str = ""  # codec.quant.ClipSpec as text
+    clip_mult: float = 1.0
+    prune: float = 0.0  # fraction of the tensor's symbols zeroed by magnitude after quantization
+    rank: int = 0  # LQER rank (0: none)
+    lr_bits: int = 0
+
+    def label(self) -> str:
+        if self.method in ("keep", "float"):
+            return self.method
+        s = f"{self.method} int{self.bits} {self.clip}"
+        if self.clip_mult != 1.0:
+            s += f"x{self.clip_mult:.3g}"
+        if self.rank:
+            s += f" lqer r{self.rank}@{self.lr_bits}b"
+        if self.prune:
+            s += f" prune {self.prune:.3%}"
+        return s
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if v not in (0, 0.0, "") or k == "method"}
+        if d.get("clip_mult") == 1.0:
+            d.pop("clip_mult")
+        if "clip_mult" in d:
+            d["clip_mult"] = round(d["clip_mult"], 6)
+        if "prune" in d:
+            d["prune"] = round(d["prune"], 6)
+        return d
+
+
+@dataclass
+class Candidate:
+    choice: Choice
+    dloss: float
+    first_order: float
+    est_bytes: int
+    q: object = None  # codec.quant.QuantResult (quantized choices)
+    lowrank: object = None  # codec.lqer.LowRank
+    extra: dict = field(default_factory=dict)
+
+
+def rans_bytes(symbols: torch.Tensor) -> int:
+    """Size of int8 symbols as one golfpack rANS stream."""
+    q = symbols.reshape(-1).numpy()
+    if q.size == 0:
+        return 0
+    u = (q.astype(np.int16) + RANS_SYMBOL_OFFSET).astype(np.uint8)
+    return len(_C.rans_encode(u, 0))
+
+
+def quant_bytes(q, lowrank=None) -> int:
+    n = rans_bytes(q.symbols) + 2 * q.scales.numel()
+    if lowrank is not None:
+        n += rans_bytes(lowrank.a_t.symbols) + rans_bytes(lowrank.b.symbols) + 2 * (
+            lowrank.a_t.scales.numel() + lowrank.b.scales.numel())
+    return n
+
+
+def lower_hull(cands: list[Candidate]) -> list[Candidate]:
+    """The candidates on the lower convex hull of (est_bytes, dloss), by increasing bytes
+    (decreasing dloss). These are the only ones a Lagrangian trade-off ever picks."""
+    pts = sorted(cands, key=lambda c: (c.est_bytes, c.dloss))
+    # drop dominated points (more bytes, no less loss)
+    front = []
+    for c in pts:
+        if not front or c.dloss < front[-1].dloss:
+            front.append(c)
+    hull: list[Candidate] = []
+    for c in front:
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # keep b only if it lies strictly below the segment a-c
+            cross = (b.est_bytes - a.est_bytes) * (c.dloss - a.dloss) - (b.dloss - a.dloss) * (c.est_bytes - a.est_bytes)
+            if cross <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(c)
+    return hull
+
+
+class TensorCandidates:
+    """Generates and holds one tensor's candidates."""
+
+    def __init__(self, name: str, w: torch.Tensor, stats=None, kappa: float = 1.0, gptq_cfg=None):
+        self.name = name
+        self.shape = tuple(w.shape)
+        self.w = w.detach().to(torch.float32).reshape(w.shape[0], -1).contiguous()
+        self.stats = stats
+        self.kappa = kappa  # dloss per unit squared error when there are no statistics
+        self.gptq_cfg = gptq_cfg
+        self.cands: list[Candidate] = []
+        self._clips: dict = {}
+
+    # -- cost of an approximation
+    def cost(self, w_hat: torch.Tensor) -> tuple[float, float]:
+        d = w_hat.reshape(self.w.shape).to(torch.float32) - self.w
+        if self.stats is None:
+            return self.kappa * float(d.to(torch.float64).pow(2).sum()), 0.0
+        return self.stats.predict(d), self.stats.first_order(d)
+
+    def _col_weight(self):
+        return None if self.stats is None else self.stats.col_weight()
+
+    def _scales(self, bits: int, clip: str, mult: float):
+        from golfpack.codec.quant import ClipSpec, clip_thresholds, scales_from_clip
+
+        key = (bits, clip)
+        if key not in self._clips:
+            self._clips[key] = clip_thresholds(self.w, bits, ClipSpec.parse(clip), None, self._col_weight())
+        return scales_from_clip(self._clips[key] * mult, bits)
+
+    def _finish(self, choice: Choice, q, lowrank=None) -> Candidate:
+        w_hat = q.dequantize()
+        if lowrank is not None:
+            w_hat = w_hat + lowrank.product()
+        dl, fo = self.cost(w_hat)
+        c = Candidate(choice, dl, fo, quant_bytes(q, lowrank), q, lowrank)
+        self.cands.append(c)
+        return c
+
+    # -- generators
+    def add_quantized(self, method: str, bits: int, clip: str = "mse", mult: float = 1.0) -> Candidate:
+        from golfpack.codec.quant import QuantResult, quantize_with_scales
+
+        scales = self._scales(bits, clip, mult)
+        if method == "gptq":
+            if self.stats is None or self.stats.H is None:
+                raise GolfpackError(f"{self.name}: GPTQ needs calibration statistics (an input Hessian)")
+            from golfpack.codec.gptq import GPTQConfig, gptq_quantize
+
+            q = gptq_quantize(self.w, self.stats.H, bits, cfg=self.gptq_cfg or GPTQConfig(), scales=scales)
+        elif method == "rtn":
+            q = QuantResult(quantize_with_scales(self.w, scales, bits), scales, bits, None)
+        else:
+            raise GolfpackError(f"unknown quantization method {method!r} (rtn or gptq)")
+        return self._finish(Choice(method, bits, clip, float(mult)), q)
+
+    def add_pruned(self, base: Candidate, fraction: float) -> Candidate:
+        from golfpack.codec.prune import prune_symbols
+        from golfpack.codec.quant import QuantResult
+
+        q = base.q
+        sym = prune_symbols(q.symbols, self.w, fraction)
+        pq = QuantResult(sym, q.scales, q.bits, q.group)
+        ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
+                    float(fraction), base.choice.rank, base.choice.lr_bits)
+        lowrank = None
+        if base.lowrank is not None:
+            lowrank = base.lowrank
+        return self._finish(ch, pq, lowrank)
+
+    def add_lqer(self, base: Candidate, rank: int, bits: int) -> Candidate | None:
+        from golfpack.codec.lqer import lqer
+
+        if rank > min(self.w.shape):
+            return None
+        H = None if self.stats is None else self.stats.H
+        G = None if self.stats is None else self.stats.G
+        lr = lqer(self.w, base.q.dequantize(), rank, bits, H, G)
+        ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
+                    base.choice.prune, rank, bits)
+        return self._finish(ch, base.q, lr)
+
+    def add_fixed(self, choice: Choice, est_bytes: int, dloss: float = 0.0) -> Candidate:
+        c = Candidate(choice, dloss, 0.0, est_bytes)
+        self.cands.append(c)
+        return c
+
+    def hull(self) -> list[Candidate]:
+        return lower_hull(self.cands)

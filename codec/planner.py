@@ -1,0 +1,413 @@
+"""The byte-budget planner: choose every tensor's storage to minimize the predicted loss increase
+subject to the *measured* artifact bytes + code bytes <= budget.
+
+    checkpoint --(calibration: codec.calib)--> per-tensor statistics
+               --(codec.candidates)----------> candidates per tensor: (predicted dloss, est. bytes)
+               --(solve)---------------------> one candidate per tensor, est. bytes <= target
+               --(encode, measure)-----------> artifact; adjust the target; repeat
+
+`solve` is a multiple-choice knapsack: a Lagrangian sweep over each tensor's
+lower convex hull (the greedy by best dloss-per-byte upgrade, which is exact on
+hulls), then a fill of the remaining bytes with any candidate, hull or not.
+Estimates are per-stream upper bounds and the manifest has a size of its own,
+so the planner encodes the selection with the real coders, measures the
+artifact, moves the target by the miss and solves again, until the total
+lands in [budget * (1 - tolerance), budget] (tolerance 0.5% by default).
+
+User rules (`--bits`, codec.spec) pin a tensor's bits (and clip), or keep it
+exact, before the search; the planner chooses everything they leave open.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from golfpack.codec.candidates import Candidate, Choice, TensorCandidates, lower_hull, rans_bytes
+from golfpack.codec.coders import CODERS, StreamType
+from golfpack.codec.container import DTYPE_NAMES, build_artifact, parse_artifact
+from golfpack.codec.encode import _float_values, check_coders, encode_plan, lossless_tensor
+from golfpack.errors import GolfpackError
+
+MIN_BUDGET = 1
+
+
+@dataclass
+class PlannerConfig:
+    method: str = "gptq"  # "gptq" | "rtn"
+    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    clip: str = "mse"  # base clip of every candidate (times clip_mults)
+    clip_mults: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+    lqer_ranks: tuple[int, ...] = (4, 16)  # empty: no LQER candidates
+    lqer_bits: int = 6
+    lqer_max_bits: int = 4  # LQER is tried on hull candidates of at most this many bits
+    lqer_min_numel: int = 65536
+    prune_rel: tuple[float, ...] = (0.5, 1.0)  # fractions of a candidate's +-1 symbols zeroed
+    min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
+    tolerance: float = 0.005
+    max_iters: int = 10
+    coders: tuple[str, ...] = CODERS
+    jobs: int | None = None
+    gptq_damp: float = 0.01
+    gptq_block: int = 128
+    gptq_act_order: bool = True
+
+    def gptq_config(self):
+        from golfpack.codec.gptq import GPTQConfig
+
+        return GPTQConfig(damp=self.gptq_damp, block_size=self.gptq_block, act_order=self.gptq_act_order)
+
+
+@dataclass
+class Item:
+    """One tensor of the artifact: its candidates (or one fixed candidate)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # decoded dtype name
+    cands: list[Candidate]
+    hull: list[Candidate] = field(default_factory=list)
+    fixed: bool = False
+
+
+@dataclass
+class PlanResult:
+    artifact: bytes
+    report: dict
+
+
+# ----------------------------------------------------------------------------- solving
+
+
+def solve(items: list[Item], target: int) -> list[Candidate]:
+    """One candidate per item minimizing sum(dloss) with sum(est_bytes) <= target (see module doc).
+
+    Raises GolfpackError when even the smallest candidates do not fit."""
+    sel_idx = [0] * len(items)
+    hulls = [it.hull for it in items]
+    used = sum(h[0].est_bytes for h in hulls)
+    if used > target:
+        raise GolfpackError(f"the smallest configuration needs about {used:,} bytes, over the {target:,} available")
+    heap = []
+
+    def push(i):
+        h, j = hulls[i], sel_idx[i]
+        if j + 1 < len(h):
+            db = h[j + 1].est_bytes - h[j].est_bytes
+            dd = h[j].dloss - h[j + 1].dloss
+            heapq.heappush(heap, (-(dd / max(db, 1)), i, j))
+
+    for i in range(len(items)):
+        push(i)
+    while heap:
+        _, i, j = heapq.heappop(heap)
+        if sel_idx[i] != j:
+            continue
+        h = hulls[i]
+        db = h[j + 1].est_bytes - h[j].est_bytes
+        if used + db <= target:
+            sel_idx[i] = j + 1
+            used += db
+            push(i)
+        # an upgrade that does not fit ends that tensor's hull walk; the fill below may still
+        # find a smaller step for it
+    chosen = [hulls[i][sel_idx[i]] for i in range(len(items))]
+    # Fill: any candidate (hull or not) that lowers dloss and fits the slack, best gain first.
+    improved = True
+    while improved:
+        improved = False
+        best = None
+        slack = target - used
+        for i, it in enumerate(items):
+            cur = chosen[i]
+            for c in it.cands:
+                db = c.est_bytes - cur.est_bytes
+                gain = cur.dloss - c.dloss
+                if gain > 0 and db <= slack and (best is None or gain > best[0]):
+                    best = (gain, i, c, db)
+        if best is not None:
+            _, i, c, db = best
+            chosen[i] = c
+            used += db
+            improved = True
+    return chosen
+
+
+# ----------------------------------------------------------------------------- building candidates
+
+
+def _item_dtype(ck, name: str) -> str:
+    if name in ck.quantized:
+        return DTYPE_NAMES[ck.quantized[name].dtype]
+    t = ck.floats[name]
+    return DTYPE_NAMES[ck.cast.get(name, t.dtype)]
+
+
+def _keep_bytes(ck, name: str) -> int:
+    """Estimated bytes of storing a tensor exactly (its lossless streams, rANS / raw)."""
+    _, _, _, scheme, streams = lossless_tensor(ck, name)
+    n = 0
+    for st, vals in streams.values():
+        if st.kind == "int":
+            n += rans_bytes(torch.from_numpy(np.ascontiguousarray(vals)))
+        else:
+            n += st.raw_bytes
+    return n
+
+
+def _float_choice_bytes(ck, name: str, w: torch.Tensor) -> int:
+    return w.numel() * torch.empty((), dtype=getattr(torch, _item_dtype(ck, name))).element_size()
+
+
+def _kappa(gens: list[TensorCandidates]) -> float:
+    """dloss per unit squared error for tensors without statistics: the median of the tensors
+    that have them, at their 4-bit RTN candidate (1.0 without any calibration)."""
+    ratios = []
+    for g in gens:
+        if g.stats is None:
+            continue
+        for c in g.cands:
+            if c.choice.method == "rtn" and c.choice.bits == 4 and c.choice.clip_mult == 1.0:
+                sse = float((c.q.dequantize() - g.w).to(torch.float64).pow(2).sum())
+                if sse > 0 and c.dloss > 0:
+                    ratios.append(c.dloss / sse)
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[Item]:
+    """Candidates for every tensor of the checkpoint, in source order."""
+    from golfpack.codec import spec
+
+    sd = ck.state_dict()
+    items: list[Item] = []
+    gens: list[tuple[int, TensorCandidates, object]] = []
+    for name in ck.order:
+        w = sd[name]
+        dtype = _item_dtype(ck, name)
+        rule = spec.rule_for(name, list(rules))
+        quant = w.is_floating_point() and spec.quantizable(name, tuple(w.shape), cfg.min_numel) and w.numel() > 0
+        if rule is not None and rule.mode in ("keep", "float"):
+            quant = False
+        elif rule is not None and rule.mode == "quant":
+            if w.dim() < 1 or w.numel() == 0:
+                raise GolfpackError(f"--bits rule {rule.pattern!r} matches {name}, which cannot be quantized "
+                                    f"(shape {list(w.shape)})")
+            quant = True
+        if not quant:
+            if rule is not None and rule.mode == "float" and name in ck.quantized:
+                ch, nb = Choice("float"), _float_choice_bytes(ck, name, w)
+            else:
+                ch, nb = Choice("keep"), _keep_bytes(ck, name)
+            c = Candidate(ch, 0.0, 0.0, nb)
+            items.append(Item(name, tuple(w.shape), dtype, [c], [c], fixed=True))
+            continue
+        stats = None if calib is None else calib.stats.get(name)
+        if w.dim() == 1:
+            w = w.reshape(-1, 1)  # a 1-D tensor quantizes as rows of one element
+        g = TensorCandidates(name, w, stats, gptq_cfg=cfg.gptq_config())
+        items.append(Item(name, tuple(sd[name].shape), dtype, []))
+        gens.append((len(items) - 1, g, rule))
+    total = len(gens)
+    t_start = time.perf_counter()
+    # Stage 1: RTN over the grid.
+    for k, (i, g, rule) in enumerate(gens):
+        bits = (rule.bits,) if rule is not None and rule.bits else cfg.bits
+        clips = (str(rule.clip),) if rule is not None and rule.clip is not None else (cfg.clip,)
+        mults = (1.0,) if rule is not None and rule.clip is not None else cfg.clip_mults
+        for b in bits:
+            for clip in clips:
+                for m in mults:
+                    g.add_quantized("rtn", b, clip, m)
+        if progress:
+            progress("rtn", k + 1, total)
+    kappa = _kappa([g for _, g, _ in gens])
+    for _, g, _ in gens:
+        if g.stats is None:
+            g.kappa = kappa
+            for c in g.cands:
+                c.dloss = kappa * float((c.q.dequantize() - g.w).to(torch.float64).pow(2).sum())
+    # Stage 2: GPTQ on the RTN hull.
+    for k, (i, g, rule) in enumerate(gens):
+        if cfg.method == "gptq" and g.stats is not None and g.stats.H is not None:
+            for c in list(lower_hull(g.cands)):
+                g.add_quantized("gptq", c.choice.bits, c.choice.clip, c.choice.clip_mult)
+            if rule is not None and rule.bits:  # a pinned recipe uses the method asked for
+                g.cands = [c for c in g.cands if c.choice.method == "gptq"]
+        if progress:
+            progress("gptq" if cfg.method == "gptq" else "hull", k + 1, total)
+    # Stage 3: LQER and pruning variants of the hull.
+    for k, (i, g, rule) in enumerate(gens):
+        hull = lower_hull(g.cands)
+        if cfg.lqer_ranks and g.w.numel() >= cfg.lqer_min_numel and len(g.shape) == 2:
+            for c in hull:
+                if c.choice.bits <= cfg.lqer_max_bits:
+                    for r in cfg.lqer_ranks:
+                        g.add_lqer(c, r, cfg.lqer_bits)
+        for c in lower_hull(g.cands):
+            if c.q is None:
+                continue
+            pm1 = float((c.q.symbols.abs() == 1).sum()) / max(1, c.q.symbols.numel())
+            for rel in cfg.prune_rel:
+                if pm1 * rel * c.q.symbols.numel() >= 1:
+                    g.add_pruned(c, pm1 * rel)
+        if progress:
+            progress("lqer+prune", k + 1, total)
+    for i, g, rule in gens:
+        items[i].cands = g.cands
+        if g.name in ck.quantized and rule is None:
+            items[i].cands.append(Candidate(Choice("keep"), 0.0, 0.0, _keep_bytes(ck, g.name)))
+        items[i].hull = lower_hull(items[i].cands)
+    return items
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _tensor_plan(ck, item: Item, cand: Candidate):
+    """(name, shape, dtype, scheme, streams) for the container, plus the tensor's meta."""
+    ch = cand.choice
+    if ch.method == "keep":
+        return lossless_tensor(ck, item.name), {}
+    if ch.method == "float":
+        t = ck.state_dict()[item.name]
+        st_kind, vals = _float_values(t)
+        return (item.name, item.shape, item.dtype, {"kind": "float"},
+                {"data": (StreamType(st_kind, vals.size), vals)}), {"choice": ch.to_json()}
+    q = cand.q
+    sym = q.symbols.reshape(-1).numpy().astype(np.int8)
+    sc = q.scales.reshape(-1).to(torch.float16).numpy()
+    scheme = {"kind": "int_rowscale", "bits": int(q.bits)}
+    streams = {
+        "symbols": (StreamType("int", sym.size, int(q.bits)), sym),
+        "scales": (StreamType("float16", sc.size), sc),
+    }
+    if cand.lowrank is not None:
+        lr = cand.lowrank
+        scheme["lowrank"] = {"rank": lr.rank, "bits": int(lr.bits)}
+        for role, part in (("lowrank_a", lr.a_t), ("lowrank_b", lr.b)):
+            s = part.symbols.reshape(-1).numpy().astype(np.int8)
+            streams[role] = (StreamType("int", s.size, int(lr.bits)), s)
+            ps = part.scales.reshape(-1).to(torch.float16).numpy()
+            streams[role + "_scales"] = (StreamType("float16", ps.size), ps)
+    meta = {"choice": ch.to_json(), "dloss": float(f"{cand.dloss:.4g}")}
+    return (item.name, item.shape, item.dtype, scheme, streams), meta
+
+
+class _Encoder:
+    """Encodes selections, re-coding only the tensors whose candidate changed."""
+
+    def __init__(self, ck, items: list[Item], cfg: PlannerConfig, config: dict | None, source: dict):
+        self.ck, self.items, self.cfg = ck, items, cfg
+        self.config, self.source = config, source
+        self.cache: dict[tuple[int, int], object] = {}
+
+    def encode(self, chosen: list[Candidate]) -> bytes:
+        todo = [(i, c) for i, c in enumerate(chosen) if (i, id(c)) not in self.cache]
+        if todo:
+            plans, metas = [], []
+            for i, c in todo:
+                p, m = _tensor_plan(self.ck, self.items[i], c)
+                plans.append(p)
+                metas.append(m)
+            for (i, c), et in zip(todo, encode_plan(plans, self.cfg.coders, self.cfg.jobs, metas)):
+                self.cache[(i, id(c))] = et
+        tensors = [self.cache[(i, id(c))] for i, c in enumerate(chosen)]
+        return build_artifact(tensors, config=self.config, source=self.source)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def plan(ck, budget: int, calib=None, cfg: PlannerConfig | None = None, rules=(), code_bytes: int = 0,
+         progress=None, log=None) -> PlanResult:
+    """Plan, quantize and encode `ck` so that artifact bytes + code_bytes <= budget (see module doc)."""
+    cfg = cfg or PlannerConfig()
+    check_coders(cfg.coders)
+    if cfg.method not in ("gptq", "rtn"):
+        raise GolfpackError(f"method must be gptq or rtn, got {cfg.method!r}")
+    if not isinstance(budget, int) or budget < MIN_BUDGET:
+        raise GolfpackError(f"budget must be a positive number of bytes, got {budget!r}")
+    if code_bytes < 0:
+        raise GolfpackError(f"code bytes must be >= 0, got {code_bytes}")
+    if code_bytes >= budget:
+        raise GolfpackError(f"code bytes ({code_bytes:,}) leave nothing of the {budget:,}-byte budget")
+    t0 = time.perf_counter()
+    items = build_items(ck, calib, cfg, rules, progress)
+    t_cands = time.perf_counter() - t0
+    source = {"format": ck.source_format, "params": ck.num_params(),
+              "planner": {"budget": budget, "code_bytes": code_bytes, "method": cfg.method}}
+    enc = _Encoder(ck, items, cfg, ck.config, source)
+    avail = budget - code_bytes
+    lo_ok = budget * (1 - cfg.tolerance)
+    target = avail
+    best = None  # (total, data, chosen)
+    history = []
+    min_est = sum(it.hull[0].est_bytes for it in items)
+    max_est = sum(min(it.cands, key=lambda c: (c.dloss, c.est_bytes)).est_bytes for it in items)
+    for it_no in range(cfg.max_iters):
+        chosen = solve(items, max(target, min_est))
+        data = enc.encode(chosen)
+        total = len(data) + code_bytes
+        est = sum(c.est_bytes for c in chosen)
+        history.append({"target": int(target), "est_bytes": int(est), "total_bytes": total})
+        if log:
+            log(f"iteration {it_no + 1}: target {target:,} -> estimated {est:,}, measured total {total:,}")
+        if total <= budget and (best is None or total > best[0]):
+            best = (total, data, chosen)
+        if lo_ok <= total <= budget:
+            break
+        if total <= budget and est >= max_est:
+            break  # every tensor already has its best candidate: the budget is more than needed
+        if total > budget and target <= min_est:
+            break
+        # move the target by the miss, aiming inside the window
+        aim = budget * (1 - cfg.tolerance / 2)
+        target = int(target + (aim - total))
+    if best is None:
+        raise GolfpackError(
+            f"cannot fit the budget of {budget:,} bytes: the smallest plan measured {history[-1]['total_bytes']:,} "
+            f"bytes (code bytes {code_bytes:,} included)")
+    total, data, chosen = best
+    report = _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_cands,
+                     time.perf_counter() - t0, max_est)
+    return PlanResult(data, report)
+
+
+def _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_cands, seconds, max_est) -> dict:
+    art = parse_artifact(data)
+    params = ck.num_params()
+    rows = []
+    for it, c in zip(items, chosen):
+        t = art.tensors[it.name]
+        rows.append({
+            "name": it.name, "shape": list(it.shape), "choice": c.choice.to_json(), "label": c.choice.label(),
+            "bytes": t.nbytes, "est_bytes": int(c.est_bytes), "dloss": c.dloss, "first_order": c.first_order,
+            "candidates": len(it.cands),
+        })
+    pred = sum(c.dloss for c in chosen)
+    first = sum(c.first_order for c in chosen)
+    total = len(data) + code_bytes
+    return {
+        "budget": budget,
+        "artifact_bytes": len(data),
+        "code_bytes": code_bytes,
+        "total_bytes": total,
+        "within_budget": total <= budget,
+        "fill": total / budget,
+        "budget_exceeds_need": total < budget * (1 - cfg.tolerance),
+        "params": params,
+        "bits_per_param": 8 * len(data) / params if params else None,
+        "method": cfg.method,
+        "predicted_dloss": pred,
+        "predicted_dloss_first_order": first,
+        "calibration": None if calib is None else {"source": calib.source, "tokens": calib.tokens,
+                                                   "base_loss": calib.base_loss},
+        "iterations": history,
+        "candidate_seconds": round(t_cands, 2),
+        "seconds": round(seconds, 2),
+        "tensors": rows,
+    }
