@@ -37,10 +37,61 @@ def h0_bytes(symbols: np.ndarray) -> float:
         return 0.0
     counts = np.bincount(symbols.reshape(-1).astype(np.int16) + 128, minlength=256)
     p = counts[counts > 0] / symbols.size
-    return float(-(p * np.log2(p)).sum() * symbols.size / 8)
+    return float(-(p * np.log2(p)).sum() * symbols.size / 8) + 0.0  # + 0.0: no -0.0 for one-symbol tensors
 
 
 # ----------------------------------------------------------------------------- encode
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """A byte count from the command line: 16000000, 16_000_000, 1.6e7 (must be integral, >= 0)."""
+    t = str(text).strip().replace("_", "")
+    try:
+        v = float(t)
+    except ValueError:
+        raise GolfpackError(f"{what}: {text!r} is not a number of bytes") from None
+    if not math.isfinite(v) or v < 0 or v != int(v) or v > 2**53:
+        raise GolfpackError(f"{what}: {text!r} is not a whole, non-negative number of bytes")
+    return int(v)
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+    state = {"stage": None, "t0": time.perf_counter()}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        if state["stage"] != stage:
+            state["stage"] = stage
+        print(f"\r  {stage:<11} {done}/{total} tensors  ({time.perf_counter() - state['t0']:.0f} s)", end=end,
+              file=sys.stderr, flush=True)
+    return progress
+
+
+def _calibration(args, ck, need: bool):
+    """Calibration statistics for the planner, or None (codec.calib)."""
+    from golfpack.codec import calib as C
+
+    which = args.calib if args.calib is not None else ("self" if need else "none")
+    if which == "none":
+        return None
+    from golfpack.model.load import from_state_dict
+
+    try:
+        model = from_state_dict(ck.state_dict(), ck.config)
+    except GolfpackError as e:
+        raise GolfpackError(f"calibration needs a golfpack GPT for this checkpoint ({e}); "
+                            "pass --calib none to plan without it") from None
+    if not args.quiet:
+        src = "sampling from the model itself" if which == "self" else f"from {which}"
+        print(f"calibrating on {args.calib_seqs} x {args.calib_len} tokens {src} ...", file=sys.stderr, flush=True)
+    if which == "self":
+        return C.calibrate(model, shard=None, n_seqs=args.calib_seqs, seq_len=args.calib_len, seed=args.seed)
+    from golfpack.data.shards import resolve_shards
+
+    resolve_shards(which)  # a clear error for a missing shard
+    return C.calibrate(model, shard=which, n_seqs=args.calib_seqs, seq_len=args.calib_len, seed=args.seed)
 
 
 def cmd_encode(args) -> int:
@@ -51,21 +102,31 @@ def cmd_encode(args) -> int:
 
     src, out = Path(args.src), Path(args.output)
     _check_output(src, out)
-    if not args.lossless:
-        raise GolfpackError("choose an encoding mode: --lossless (lossy quantization modes are not available in this version)")
+    lossy = args.budget is not None or args.bits is not None
+    if args.lossless and lossy:
+        raise GolfpackError("--lossless cannot be combined with --budget or --bits")
+    if not args.lossless and not lossy:
+        raise GolfpackError("choose an encoding mode: --lossless, --budget BYTES (planner) or --bits SPEC (fixed recipe)")
     coders = tuple(c.strip() for c in args.coders.split(",")) if args.coders else CODERS
     t0 = time.perf_counter()
     ck = read_checkpoint(src)
-    data = encode_lossless(ck, coders=coders, jobs=args.jobs)
+    params = ck.num_params()
+    src_bytes = src.stat().st_size if src.is_file() else None
+    if args.lossless:
+        data = encode_lossless(ck, coders=coders, jobs=args.jobs)
+        plan_report = None
+        code_bytes = 0
+    else:
+        data, plan_report, code_bytes = _encode_lossy(args, ck, coders)
     art = parse_artifact(data)  # self-check: what we write must parse
     write_artifact(out, data)
     secs = time.perf_counter() - t0
-    params = ck.num_params()
     use = Counter(s.coder for t in art.tensors.values() for s in t.streams.values())
-    src_bytes = src.stat().st_size if src.is_file() else None
     report = {
         "artifact": str(out),
         "artifact_bytes": len(data),
+        "code_bytes": code_bytes,
+        "total_bytes": len(data) + code_bytes,
         "header_bytes": art.header_bytes,
         "source": str(src),
         "source_format": ck.source_format,
@@ -77,13 +138,91 @@ def cmd_encode(args) -> int:
         "has_config": ck.config is not None,
         "seconds": round(secs, 3),
     }
+    if plan_report is not None:
+        for k in ("budget", "within_budget", "fill", "budget_exceeds_need", "method", "predicted_dloss",
+                  "predicted_dloss_first_order", "measured_dloss", "calibration", "iterations"):
+            if k in plan_report:
+                report[k] = plan_report[k]
+        report["plan"] = plan_report["tensors"]
     if args.json:
         print(json.dumps(report))
-    else:
-        ratio = f" ({len(data) / src_bytes:.4f} of the source)" if src_bytes else ""
-        print(f"wrote {out}: {len(data):,} bytes{ratio}, {len(art.tensors)} tensors, {params:,} params, "
-              f"{report['bits_per_param']:.3f} bits/param, streams by coder {dict(use)}, {secs:.2f} s")
+        return 0
+    ratio = f" ({len(data) / src_bytes:.4f} of the source)" if src_bytes else ""
+    print(f"wrote {out}: {len(data):,} bytes{ratio}, {len(art.tensors)} tensors, {params:,} params, "
+          f"{report['bits_per_param']:.3f} bits/param, streams by coder {dict(use)}, {secs:.2f} s")
+    if plan_report is not None:
+        _print_plan(report, plan_report)
     return 0
+
+
+def _encode_lossy(args, ck, coders):
+    from golfpack.codec import spec
+    from golfpack.codec.calib import measure_with
+    from golfpack.codec.container import parse_artifact
+    from golfpack.codec.planner import PlannerConfig, plan
+
+    budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
+    if budget is not None and budget < 1:
+        raise GolfpackError("--budget must be at least 1 byte")
+    code_bytes = 0
+    if args.code_bytes is not None:
+        if str(args.code_bytes).strip() == "auto":
+            from golfpack.codec.code_bytes import code_bytes_auto
+
+            code_bytes = code_bytes_auto().total
+        else:
+            code_bytes = parse_bytes(args.code_bytes, "--code-bytes")
+    rules = spec.parse_rules(args.bits)
+    cfg = PlannerConfig(method=args.method, coders=coders, jobs=args.jobs, tolerance=args.tolerance,
+                        min_numel=args.min_numel)
+    if args.max_bits is not None or args.min_bits is not None:
+        lo, hi = args.min_bits or 2, args.max_bits or 8
+        if not 2 <= lo <= hi <= 8:
+            raise GolfpackError(f"--min-bits/--max-bits must satisfy 2 <= min <= max <= 8 (got {lo}, {hi})")
+        cfg.bits = tuple(range(lo, hi + 1))
+    if args.no_lqer or budget is None:
+        cfg.lqer_ranks = ()
+    if args.no_prune or budget is None:
+        cfg.prune_rel = ()
+    if budget is None:
+        cfg.clip_mults = (1.0,)
+    if args.clip:
+        from golfpack.codec.quant import ClipSpec
+
+        cfg.clip = str(ClipSpec.parse(args.clip))
+    cal = _calibration(args, ck, need=budget is not None or args.method == "gptq")
+    if args.method == "gptq" and cal is None:
+        raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
+    log = None if args.quiet or args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
+    res = plan(ck, budget, cal, cfg, rules, code_bytes, progress=_progress_printer(not args.quiet and not args.json),
+               log=log)
+    if cal is not None:
+        # the check the planner's prediction is held to: measured loss change on the calibration tokens
+        from golfpack.model.load import from_state_dict
+
+        model = from_state_dict(ck.state_dict(), ck.config)
+        sd = {k: v.float() for k, v in parse_artifact(res.artifact).state_dict().items()}
+        res.report["measured_dloss"] = measure_with(model, cal.seqs, sd) - cal.base_loss
+    return res.artifact, res.report, code_bytes
+
+
+def _print_plan(report: dict, plan_report: dict) -> None:
+    rows = plan_report["tensors"]
+    w = max([len(r["name"]) for r in rows] + [4])
+    print(f"{'name':<{w}}  {'choice':<36} {'bytes':>10} {'pred dloss':>11}")
+    for r in rows:
+        print(f"{r['name']:<{w}}  {r['label']:<36} {r['bytes']:>10,} {r['dloss']:>11.3e}")
+    line = f"total {report['total_bytes']:,} bytes (artifact {report['artifact_bytes']:,} + code {report['code_bytes']:,})"
+    if report.get("budget") is not None:
+        line += f" of the {report['budget']:,}-byte budget ({report['fill']:.2%})"
+        if report.get("budget_exceeds_need"):
+            line += "; every tensor already has its most accurate candidate"
+    print(line)
+    pred = f"predicted loss increase {report['predicted_dloss']:.3e} nats/token"
+    if report.get("measured_dloss") is not None:
+        pred += (f" (+ first-order {report['predicted_dloss_first_order']:.3e}); measured on the calibration tokens "
+                 f"{report['measured_dloss']:.3e}")
+    print(pred)
 
 
 # ----------------------------------------------------------------------------- decode
@@ -136,17 +275,23 @@ def inspect_artifact(path: Path, verify: bool = False) -> dict:
             t.float_data()  # decodes the stream: checks its CRC and size
         tot_params += t.numel
         main = t.streams["symbols" if t.is_quantized else "data"]
+        meta = t.meta if isinstance(t.meta, dict) else {}
+        choice = meta.get("choice") if isinstance(meta.get("choice"), dict) else None
         rows.append({
             "name": name,
             "shape": list(t.shape),
             "dtype": t.dtype,
             "scheme": t.kind,
             "bits": t.bits,
+            "group": t.group if t.is_quantized else None,
+            "lowrank_rank": t.rank if t.is_quantized else 0,
             "coder": main.coder,
             "coders": {r: s.coder for r, s in t.streams.items()},
             "bytes": t.nbytes,
             "h0_bytes": None if h0 is None else round(h0, 1),
             "bits_per_param": 8 * t.nbytes / t.numel if t.numel else None,
+            "choice": choice,  # the planner's choice (method, clip, prune, LQER), when it made one
+            "pred_dloss": meta.get("dloss") if isinstance(meta.get("dloss"), (int, float)) else None,
         })
     if verify:
         art.verify()
@@ -175,18 +320,37 @@ def inspect_artifact(path: Path, verify: bool = False) -> dict:
     }
 
 
+def _choice_label(choice: dict | None) -> str:
+    """A planner choice (tensor meta) as text; 'keep' where the tensor was stored exactly."""
+    if not choice:
+        return "keep"
+    from golfpack.codec.candidates import Choice
+
+    try:
+        return Choice(**choice).label()
+    except TypeError:  # meta is free-form: a foreign writer's keys are shown as they are
+        return json.dumps(choice, sort_keys=True)[:32]
+
+
 def cmd_inspect(args) -> int:
     rep = inspect_artifact(Path(args.src), verify=args.verify)
     if args.json:
         print(json.dumps(rep))
         return 0
     w = max([len(r["name"]) for r in rep["tensors"]] + [4])
-    print(f"{'name':<{w}}  {'shape':>12}  {'scheme':<15} {'bits':>4}  {'coder':<7} {'bytes':>10} {'H0 bytes':>11} {'bits/param':>10}")
+    planned = any(r["choice"] for r in rep["tensors"])
+    extra = f"  {'planner choice':<32} {'pred dloss':>10}" if planned else ""
+    print(f"{'name':<{w}}  {'shape':>12}  {'scheme':<15} {'bits':>4}  {'coder':<7} {'bytes':>10} {'H0 bytes':>11} "
+          f"{'bits/param':>10}{extra}")
     for r in rep["tensors"]:
         shape = "x".join(map(str, r["shape"])) or "scalar"
         h0 = f"{r['h0_bytes']:,.0f}" if r["h0_bytes"] is not None else "-"
         bpp = f"{r['bits_per_param']:.3f}" if r["bits_per_param"] is not None else "-"
-        print(f"{r['name']:<{w}}  {shape:>12}  {r['scheme']:<15} {r['bits']:>4}  {r['coder']:<7} {r['bytes']:>10,} {h0:>11} {bpp:>10}")
+        line = f"{r['name']:<{w}}  {shape:>12}  {r['scheme']:<15} {r['bits']:>4}  {r['coder']:<7} {r['bytes']:>10,} {h0:>11} {bpp:>10}"
+        if planned:
+            dl = f"{r['pred_dloss']:.2e}" if r["pred_dloss"] is not None else "-"
+            line += f"  {_choice_label(r['choice']):<32} {dl:>10}"
+        print(line)
     t = rep["totals"]
     print(f"\n{t['tensors']} tensors, {t['params']:,} params; artifact {rep['artifact_bytes']:,} bytes "
           f"(header+manifest {rep['header_bytes']:,}, quantized {t['quantized_bytes']:,} vs H0 {t['quantized_h0_bytes']:,.0f}, "
@@ -207,9 +371,36 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="artifact path to write")
     p.add_argument("--lossless", action="store_true",
                    help="store source integer symbols exactly and float tensors bit-exactly")
+    p.add_argument("--budget", default=None, metavar="BYTES",
+                   help="lossy: plan bits / clip / LQER / pruning per tensor so that artifact + code bytes <= BYTES "
+                        "(e.g. 16000000 or 16e6) and within --tolerance of it")
+    p.add_argument("--code-bytes", default=None, metavar="N|auto",
+                   help="bytes of code counted against the budget (default 0); auto = the minified, compressed "
+                        "source golfpack needs to decode and run the model (golfpack.codec.code_bytes)")
+    p.add_argument("--bits", default=None, metavar="SPEC",
+                   help="per-tensor overrides, e.g. '6', 'mlp=5,attn=6,embed=8', 'attn=6:sdclip:13', 'embed=keep'; "
+                        "without --budget a fixed recipe (golfpack.codec.spec)")
+    p.add_argument("--method", choices=("gptq", "rtn"), default="gptq", help="quantizer (default gptq)")
+    p.add_argument("--clip", default=None, metavar="CLIP",
+                   help="base clip of every candidate: mse (default, Hessian-weighted search), absmax, pct:P, sdclip:K")
+    p.add_argument("--calib", default=None, metavar="SHARD|self|none",
+                   help="calibration tokens: a training shard (never the validation set), 'self' (sampled from the "
+                        "model), or 'none' (plain MSE). Default: self for --budget or gptq, else none")
+    p.add_argument("--calib-seqs", type=int, default=32, metavar="N", help="calibration sequences (default 32)")
+    p.add_argument("--calib-len", type=int, default=512, metavar="T", help="calibration sequence length (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
+    p.add_argument("--min-bits", type=int, default=None, help="smallest bit width the planner may choose (default 2)")
+    p.add_argument("--max-bits", type=int, default=None, help="largest bit width the planner may choose (default 8)")
+    p.add_argument("--min-numel", type=int, default=4096, help="tensors smaller than this stay float (default 4096)")
+    p.add_argument("--no-lqer", action="store_true", help="no LQER low-rank candidates")
+    p.add_argument("--no-prune", action="store_true", help="no pruning candidates")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="land within this fraction below the budget (default 0.005)")
     p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,zstd,brotli)")
     p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (keys: artifact_bytes, params, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (artifact_bytes, code_bytes, total_bytes, bits_per_param, plan, ...)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="golfpack artifact -> safetensors (or symbols .npz)",

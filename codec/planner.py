@@ -188,8 +188,8 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
     for name in ck.order:
         w = sd[name]
         dtype = _item_dtype(ck, name)
-        rule = spec.rule_for(name, list(rules))
         quant = w.is_floating_point() and spec.quantizable(name, tuple(w.shape), cfg.min_numel) and w.numel() > 0
+        rule = spec.rule_for(name, list(rules), quant)
         if rule is not None and rule.mode in ("keep", "float"):
             quant = False
         elif rule is not None and rule.mode == "quant":
@@ -322,25 +322,38 @@ class _Encoder:
 # ----------------------------------------------------------------------------- the loop
 
 
-def plan(ck, budget: int, calib=None, cfg: PlannerConfig | None = None, rules=(), code_bytes: int = 0,
-         progress=None, log=None) -> PlanResult:
-    """Plan, quantize and encode `ck` so that artifact bytes + code_bytes <= budget (see module doc)."""
+def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, rules=(), code_bytes: int = 0,
+         progress=None, log=None, items: list[Item] | None = None) -> PlanResult:
+    """Plan, quantize and encode `ck` so that artifact bytes + code_bytes <= budget (see module doc).
+
+    `items` (from build_items with the same calib, cfg and rules) skips candidate generation.
+
+    budget None: no search; every tensor takes its most accurate candidate (a fixed recipe given by
+    `rules`, e.g. "--bits 6", with the base clip and no LQER or pruning unless cfg asks for them)."""
     cfg = cfg or PlannerConfig()
     check_coders(cfg.coders)
     if cfg.method not in ("gptq", "rtn"):
         raise GolfpackError(f"method must be gptq or rtn, got {cfg.method!r}")
-    if not isinstance(budget, int) or budget < MIN_BUDGET:
+    if budget is not None and (not isinstance(budget, int) or budget < MIN_BUDGET):
         raise GolfpackError(f"budget must be a positive number of bytes, got {budget!r}")
     if code_bytes < 0:
         raise GolfpackError(f"code bytes must be >= 0, got {code_bytes}")
-    if code_bytes >= budget:
+    if budget is not None and code_bytes >= budget:
         raise GolfpackError(f"code bytes ({code_bytes:,}) leave nothing of the {budget:,}-byte budget")
     t0 = time.perf_counter()
-    items = build_items(ck, calib, cfg, rules, progress)
+    if items is None:  # candidates do not depend on the budget: a sweep builds them once (codec.rd)
+        items = build_items(ck, calib, cfg, rules, progress)
     t_cands = time.perf_counter() - t0
     source = {"format": ck.source_format, "params": ck.num_params(),
               "planner": {"budget": budget, "code_bytes": code_bytes, "method": cfg.method}}
     enc = _Encoder(ck, items, cfg, ck.config, source)
+    if budget is None:  # a fixed recipe: every tensor's most accurate candidate
+        chosen = [min(it.cands, key=lambda c: (c.dloss, c.est_bytes)) for it in items]
+        data = enc.encode(chosen)
+        hist = [{"target": None, "est_bytes": int(sum(c.est_bytes for c in chosen)), "total_bytes": len(data) + code_bytes}]
+        report = _report(ck, items, chosen, data, None, code_bytes, cfg, calib, hist, t_cands,
+                         time.perf_counter() - t0, None)
+        return PlanResult(data, report)
     avail = budget - code_bytes
     lo_ok = budget * (1 - cfg.tolerance)
     target = avail
@@ -396,9 +409,9 @@ def _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_
         "artifact_bytes": len(data),
         "code_bytes": code_bytes,
         "total_bytes": total,
-        "within_budget": total <= budget,
-        "fill": total / budget,
-        "budget_exceeds_need": total < budget * (1 - cfg.tolerance),
+        "within_budget": None if budget is None else total <= budget,
+        "fill": None if budget is None else total / budget,
+        "budget_exceeds_need": None if budget is None else total < budget * (1 - cfg.tolerance),
         "params": params,
         "bits_per_param": 8 * len(data) / params if params else None,
         "method": cfg.method,

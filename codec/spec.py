@@ -53,6 +53,7 @@ class Rule:
     bits: int | None  # None with mode keep/float
     clip: object | None  # codec.quant.ClipSpec or None (planner's choice)
     mode: str  # "quant" | "keep" | "float"
+    implicit: bool = False  # a bare VALUE: applies to the tensors the default policy quantizes
 
     def matches(self, name: str) -> bool:
         pats = GROUP_PATTERNS.get(self.pattern, (self.pattern,))
@@ -71,13 +72,14 @@ def parse_rules(text: str | None) -> list[Rule]:
         if not part:
             continue
         key, sep, val = part.partition("=")
-        if not sep:
+        implicit = not sep
+        if implicit:
             key, val = "*", part
         key, val = key.strip(), val.strip()
         if not key or not val:
             raise GolfpackError(f"--bits: cannot read {part!r} (expected KEY=VALUE or VALUE)")
         if val in ("keep", "float"):
-            rules.append(Rule(key, None, None, val))
+            rules.append(Rule(key, None, None, val, implicit))
             continue
         b, _, clip_text = val.partition(":")
         try:
@@ -87,14 +89,17 @@ def parse_rules(text: str | None) -> list[Rule]:
         if not 2 <= bits <= 8:
             raise GolfpackError(f"--bits: bit width {bits} outside 2..8 in {part!r}")
         clip = ClipSpec.parse(clip_text) if clip_text else None
-        rules.append(Rule(key, bits, clip, "quant"))
+        rules.append(Rule(key, bits, clip, "quant", implicit))
     return rules
 
 
-def rule_for(name: str, rules: list[Rule]) -> Rule | None:
-    """The last rule that matches name, or None."""
+def rule_for(name: str, rules: list[Rule], default_quantized: bool = True) -> Rule | None:
+    """The last rule that matches name, or None. A bare VALUE (implicit "*") only covers tensors
+    the default policy quantizes; named patterns override the policy."""
     hit = None
     for r in rules:
+        if r.implicit and not default_quantized:
+            continue
         if r.matches(name):
             hit = r
     return hit

@@ -7,8 +7,10 @@ a layer is never created. The skeleton is built on the meta device, so no
 float weights are allocated for the packed slots even transiently. The other
 tensors (embeddings, norms' gains, scalar controls, and any linear stored as
 floats or with a single tensor scale) are dequantized one by one and assigned.
-The tied embedding / output head is such a tensor: it is read by index and by
-the head matmul, not through a linear slot, so it stays dense.
+The token table (and tied head) is packed too, as a PackedEmbedding. A linear
+with an LQER low-rank term becomes a PackedLinear with the decoded factors
+(A [N, r], B [r, K]) applied as (x . B^T) . A^T; a table with one, or any
+tensor with group scales, stays dense (dequantized exactly as `decode` does).
 
 Sources: a golfpack artifact (symbols, scales and bits from the container,
 decoded stream by stream), or any checkpoint golfpack.checkpoint reads that
@@ -62,7 +64,9 @@ class _Source:
         return tuple(self._ck.floats[name].shape)
 
     def row_quantized(self, name: str) -> tuple[np.ndarray, torch.Tensor, int] | None:
-        """(symbols int8 [N, K], scales [N], bits) when the tensor is a per-row-scaled 2-D grid."""
+        """(symbols int8 [N, K], scales [N], bits) when the tensor is a per-row-scaled 2-D grid.
+
+        A tensor with an LQER low-rank term is included; `lowrank(name)` gives its factors."""
         if self.kind == "artifact":
             e = self._entries[name]
             if not e.is_quantized or e.kind != "int_rowscale" or len(e.shape) != 2:
@@ -73,6 +77,12 @@ class _Source:
             return None
         sym = q.symbols.numpy()
         return sym, q.scale, _bits_for(sym)
+
+    def lowrank(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """float32 LQER factors (A [N, r], B [r, K]) exactly as decoding computes them, or None."""
+        if self.kind != "artifact":
+            return None
+        return self._entries[name].lowrank()
 
     def dtype(self, name: str) -> torch.dtype:
         """The dtype the source gives this tensor when dequantized."""
@@ -160,14 +170,18 @@ def load_packed(
         if rq is None:
             return None
         symbols, scales, bits = rq
+        lr = src.lowrank(renamed[key])
+        if lr is not None and src.dtype(renamed[key]) != torch.float32:
+            return None  # the dense loader rounds W_hat + A.B to a narrower dtype; stay exact: dense
         consumed.add(key)
-        return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits)
+        a, b = lr if lr is not None else (None, None)
+        return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits, lowrank_a=a, lowrank_b=b)
 
     n_packed = model.replace_linears(pack)
     # The token table (and tied head) stays packed too, rounded to its source dtype.
     emb_key = "tok_emb.weight"
     rq = src.row_quantized(renamed[emb_key])
-    if rq is not None:
+    if rq is not None and src.lowrank(renamed[emb_key]) is None:  # a table with an LQER term stays dense
         symbols, scales, bits = rq
         table = PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits)
         model.tok_emb = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))

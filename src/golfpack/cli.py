@@ -15,6 +15,7 @@ from golfpack.errors import GolfpackError
 # Modules that contribute subcommands, in the order of the data flow.
 _COMMAND_MODULES = (
     "golfpack.codec.cli",  # encode, decode, inspect
+    "golfpack.codec.rd",  # rd (rate-distortion sweep)
     "golfpack.data.cli",  # data tokenize
     "golfpack.train.cli",  # train
     "golfpack.evaluate.cli",  # eval
