@@ -185,17 +185,24 @@ class TensorCandidates:
             lowrank = base.lowrank
         return self._finish(ch, pq, lowrank)
 
-    def add_lqer(self, base: Candidate, rank: int, bits: int) -> Candidate | None:
-        from golfpack.codec.lqer import lqer
+    def add_lqer(self, base: Candidate, ranks, bits: int) -> list[Candidate]:
+        """LQER variants of a candidate, one per rank. One SVD serves every rank: the rank-r
+        factors are the first r columns of the largest rank's (truncated SVD)."""
+        from golfpack.codec.lqer import fit_lowrank, quantize_lowrank
 
-        if rank > min(self.w.shape):
-            return None
+        ranks = sorted({int(r) for r in ranks if 1 <= int(r) <= min(self.w.shape)})
+        if not ranks:
+            return []
         H = None if self.stats is None else self.stats.H
         G = None if self.stats is None else self.stats.G
-        lr = lqer(self.w, base.q.dequantize(), rank, bits, H, G)
-        ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
-                    base.choice.prune, rank, bits)
-        return self._finish(ch, base.q, lr)
+        A, B = fit_lowrank(self.w - base.q.dequantize(), ranks[-1], H, G)
+        out = []
+        for r in ranks:
+            lr = quantize_lowrank(A[:, :r], B[:r], bits)
+            ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
+                        base.choice.prune, r, bits)
+            out.append(self._finish(ch, base.q, lr))
+        return out
 
     def add_fixed(self, choice: Choice, est_bytes: int, dloss: float = 0.0) -> Candidate:
         c = Candidate(choice, dloss, 0.0, est_bytes)

@@ -244,9 +244,8 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
         hull = lower_hull(g.cands)
         if cfg.lqer_ranks and g.w.numel() >= cfg.lqer_min_numel and len(g.shape) == 2:
             for c in hull:
-                if c.choice.bits <= cfg.lqer_max_bits:
-                    for r in cfg.lqer_ranks:
-                        g.add_lqer(c, r, cfg.lqer_bits)
+                if c.q is not None and c.choice.bits <= cfg.lqer_max_bits:
+                    g.add_lqer(c, cfg.lqer_ranks, cfg.lqer_bits)
         for c in lower_hull(g.cands):
             if c.q is None:
                 continue
