@@ -69,3 +69,42 @@ def test_golden_checkpoint_encoder_agrees_on_symbols():
 
 
 GOLDEN_SHA256 = "09f05002ad507ed0b28348851ab2596dfd371b998375595298984c578e7d5b0a"
+
+
+def golden_lowrank_artifact() -> bytes:
+    """A 2x3 int_groupscale tensor (group 2: a full and a partial group per row) with a rank-1
+    LQER term, raw manifest and raw coder: the layout of the planner's schemes, pinned."""
+    q = np.array([[1, -1, 0], [-2, 1, 1]], dtype=np.int8)  # 2-bit symbols
+    scales = np.array([0.5, 2.0, 0.25, 1.0], dtype=np.float16)  # rows x ceil(3/2) groups
+    a_t = np.array([1, -1], dtype=np.int8)  # A^T [1, 2], 2-bit
+    a_s = np.array([0.5], dtype=np.float16)
+    b = np.array([1, 0, -1], dtype=np.int8)  # B [1, 3], 2-bit
+    b_s = np.array([0.25], dtype=np.float16)
+
+    def raw(vals, st):
+        return EncodedStream(st, "raw", "none", encode_stream(vals, st, "raw"))
+
+    streams = {
+        "symbols": raw(q.reshape(-1), StreamType("int", 6, 2)),
+        "scales": raw(scales, StreamType("float16", 4)),
+        "lowrank_a": raw(a_t, StreamType("int", 2, 2)),
+        "lowrank_a_scales": raw(a_s, StreamType("float16", 1)),
+        "lowrank_b": raw(b, StreamType("int", 3, 2)),
+        "lowrank_b_scales": raw(b_s, StreamType("float16", 1)),
+    }
+    scheme = {"kind": "int_groupscale", "bits": 2, "group": 2, "lowrank": {"rank": 1, "bits": 2}}
+    t = EncodedTensor("w", (2, 3), "float32", scheme, streams)
+    return build_artifact([t], config=None, source={"format": "golden"}, manifest_coding=MANIFEST_RAW)
+
+
+def test_golden_groupscale_lowrank_decode():
+    data = golden_lowrank_artifact()
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_LOWRANK_SHA256
+    w = parse_artifact(data).state_dict()["w"]
+    # base: row 0 = [1*.5, -1*.5, 0*2], row 1 = [-2*.25, 1*.25, 1*1]
+    # A = [[.5], [-.5]], B = [[.25, 0, -.25]] -> A@B = [[.125, 0, -.125], [-.125, 0, .125]]
+    want = torch.tensor([[0.5 + 0.125, -0.5, 0.0 - 0.125], [-0.5 - 0.125, 0.25, 1.0 + 0.125]])
+    assert torch.equal(w, want)
+
+
+GOLDEN_LOWRANK_SHA256 = "bdbcef279df2934610509978f4389714b7e0e08a8122e72b507765c967edbd52"
