@@ -83,15 +83,20 @@ def _calibration(args, ck, need: bool):
     except GolfpackError as e:
         raise GolfpackError(f"calibration needs a golfpack GPT for this checkpoint ({e}); "
                             "pass --calib none to plan without it") from None
-    if not args.quiet:
-        src = "sampling from the model itself" if which == "self" else f"from {which}"
-        print(f"calibrating on {args.calib_seqs} x {args.calib_len} tokens {src} ...", file=sys.stderr, flush=True)
+    # Sampling has no KV cache (quadratic in length), so self-calibration defaults smaller.
+    n = args.calib_seqs if args.calib_seqs is not None else (16 if which == "self" else 32)
+    T = args.calib_len if args.calib_len is not None else (128 if which == "self" else 512)
+    if n < 1 or T < 1:
+        raise GolfpackError(f"--calib-seqs and --calib-len must be >= 1 (got {n}, {T})")
+    if not args.quiet and not getattr(args, "json", False):
+        src = "sampled from the model itself" if which == "self" else f"from {which}"
+        print(f"calibrating on {n} x {T} tokens {src} ...", file=sys.stderr, flush=True)
     if which == "self":
-        return C.calibrate(model, shard=None, n_seqs=args.calib_seqs, seq_len=args.calib_len, seed=args.seed)
+        return C.calibrate(model, shard=None, n_seqs=n, seq_len=T, seed=args.seed)
     from golfpack.data.shards import resolve_shards
 
     resolve_shards(which)  # a clear error for a missing shard
-    return C.calibrate(model, shard=which, n_seqs=args.calib_seqs, seq_len=args.calib_len, seed=args.seed)
+    return C.calibrate(model, shard=which, n_seqs=n, seq_len=T, seed=args.seed)
 
 
 def cmd_encode(args) -> int:
@@ -386,8 +391,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", default=None, metavar="SHARD|self|none",
                    help="calibration tokens: a training shard (never the validation set), 'self' (sampled from the "
                         "model), or 'none' (plain MSE). Default: self for --budget or gptq, else none")
-    p.add_argument("--calib-seqs", type=int, default=32, metavar="N", help="calibration sequences (default 32)")
-    p.add_argument("--calib-len", type=int, default=512, metavar="T", help="calibration sequence length (default 512)")
+    p.add_argument("--calib-seqs", type=int, default=None, metavar="N",
+                   help="calibration sequences (default 32 from a shard, 16 sampled with self)")
+    p.add_argument("--calib-len", type=int, default=None, metavar="T",
+                   help="calibration sequence length (default 512 from a shard, 128 sampled with self)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
     p.add_argument("--min-bits", type=int, default=None, help="smallest bit width the planner may choose (default 2)")
     p.add_argument("--max-bits", type=int, default=None, help="largest bit width the planner may choose (default 8)")
