@@ -159,6 +159,14 @@ def _keep_bytes(ck, name: str) -> int:
     return n
 
 
+def _source_tensor(ck, name: str) -> torch.Tensor:
+    """One tensor as the source's loader gives it (without dequantizing the whole checkpoint)."""
+    if name in ck.quantized:
+        return ck.quantized[name].dequantize()
+    t = ck.floats[name]
+    return t.to(ck.cast[name]) if name in ck.cast else t
+
+
 def _float_choice_bytes(ck, name: str, w: torch.Tensor) -> int:
     return w.numel() * torch.empty((), dtype=getattr(torch, _item_dtype(ck, name))).element_size()
 
@@ -182,21 +190,18 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
     """Candidates for every tensor of the checkpoint, in source order."""
     from golfpack.codec import spec
 
-    sd = ck.state_dict()
     items: list[Item] = []
     gens: list[tuple[int, TensorCandidates, object]] = []
     for name in ck.order:
-        w = sd[name]
+        w = _source_tensor(ck, name)
         dtype = _item_dtype(ck, name)
         quant = w.is_floating_point() and spec.quantizable(name, tuple(w.shape), cfg.min_numel) and w.numel() > 0
         rule = spec.rule_for(name, list(rules), quant)
         if rule is not None and rule.mode in ("keep", "float"):
             quant = False
         elif rule is not None and rule.mode == "quant":
-            if w.dim() < 1 or w.numel() == 0:
-                raise GolfpackError(f"--bits rule {rule.pattern!r} matches {name}, which cannot be quantized "
-                                    f"(shape {list(w.shape)})")
-            quant = True
+            # Rules quantize tensors of >= 2 dims only: a 1-D tensor would need a scale per element.
+            quant = w.is_floating_point() and w.dim() >= 2 and w.numel() > 0
         if not quant:
             if rule is not None and rule.mode == "float" and name in ck.quantized:
                 ch, nb = Choice("float"), _float_choice_bytes(ck, name, w)
@@ -206,10 +211,8 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
             items.append(Item(name, tuple(w.shape), dtype, [c], [c], fixed=True))
             continue
         stats = None if calib is None else calib.stats.get(name)
-        if w.dim() == 1:
-            w = w.reshape(-1, 1)  # a 1-D tensor quantizes as rows of one element
         g = TensorCandidates(name, w, stats, gptq_cfg=cfg.gptq_config())
-        items.append(Item(name, tuple(sd[name].shape), dtype, []))
+        items.append(Item(name, tuple(w.shape), dtype, []))
         gens.append((len(items) - 1, g, rule))
     total = len(gens)
     t_start = time.perf_counter()
@@ -257,7 +260,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
             progress("lqer+prune", k + 1, total)
     for i, g, rule in gens:
         items[i].cands = g.cands
-        if g.name in ck.quantized and rule is None:
+        if rule is None:  # storing the source exactly (its int8 symbols, or its floats) is always allowed
             items[i].cands.append(Candidate(Choice("keep"), 0.0, 0.0, _keep_bytes(ck, g.name)))
         items[i].hull = lower_hull(items[i].cands)
     return items
@@ -272,7 +275,7 @@ def _tensor_plan(ck, item: Item, cand: Candidate):
     if ch.method == "keep":
         return lossless_tensor(ck, item.name), {}
     if ch.method == "float":
-        t = ck.state_dict()[item.name]
+        t = _source_tensor(ck, item.name)
         st_kind, vals = _float_values(t)
         return (item.name, item.shape, item.dtype, {"kind": "float"},
                 {"data": (StreamType(st_kind, vals.size), vals)}), {"choice": ch.to_json()}

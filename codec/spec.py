@@ -17,6 +17,9 @@ Values:
     keep         keep the source exactly (its own integer symbols, or its floats)
     float        store the tensor as float (its source dtype), not quantized
 
+Rules quantize tensors of two or more dimensions only (a 1-D tensor would need a
+scale per element); a pattern that also matches 1-D tensors leaves those as floats.
+
 `quantizable` is the default policy: float tensors of >= 2 dims and at least
 `min_numel` elements, except control tensors (gains, scales, mixes: the
 baseline keeps them in fp32), are quantized; the rest are stored as floats.
