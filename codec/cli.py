@@ -160,6 +160,19 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def apply_lqer_args(cfg, args) -> None:
+    """--lqer-ranks / --lqer-bits into a PlannerConfig."""
+    try:
+        ranks = tuple(int(r) for r in str(args.lqer_ranks).split(",") if r.strip())
+    except ValueError:
+        raise GolfpackError(f"--lqer-ranks: {args.lqer_ranks!r} is not a comma list of integers") from None
+    if any(r < 1 for r in ranks):
+        raise GolfpackError(f"--lqer-ranks must be positive, got {args.lqer_ranks!r}")
+    if not 2 <= args.lqer_bits <= 8:
+        raise GolfpackError(f"--lqer-bits must be 2..8, got {args.lqer_bits}")
+    cfg.lqer_ranks, cfg.lqer_bits = ranks, args.lqer_bits
+
+
 def _encode_lossy(args, ck, coders):
     from golfpack.codec import spec
     from golfpack.codec.calib import measure_with
@@ -185,6 +198,7 @@ def _encode_lossy(args, ck, coders):
         if not 2 <= lo <= hi <= 8:
             raise GolfpackError(f"--min-bits/--max-bits must satisfy 2 <= min <= max <= 8 (got {lo}, {hi})")
         cfg.bits = tuple(range(lo, hi + 1))
+    apply_lqer_args(cfg, args)
     if args.no_lqer or budget is None:
         cfg.lqer_ranks = ()
     if args.no_prune or budget is None:
@@ -400,6 +414,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bits", type=int, default=None, help="largest bit width the planner may choose (default 8)")
     p.add_argument("--min-numel", type=int, default=4096, help="tensors smaller than this stay float (default 4096)")
     p.add_argument("--no-lqer", action="store_true", help="no LQER low-rank candidates")
+    p.add_argument("--lqer-ranks", default="4,16", metavar="LIST", help="LQER ranks the planner tries (default 4,16)")
+    p.add_argument("--lqer-bits", type=int, default=6, help="bits of the quantized LQER factors (default 6)")
     p.add_argument("--no-prune", action="store_true", help="no pruning candidates")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="land within this fraction below the budget (default 0.005)")

@@ -82,7 +82,7 @@ def run_rd(args: argparse.Namespace) -> int:
 
     from golfpack.checkpoint import read_checkpoint
     from golfpack.codec import spec
-    from golfpack.codec.cli import _calibration, _progress_printer, parse_bytes
+    from golfpack.codec.cli import _calibration, _progress_printer, apply_lqer_args, parse_bytes
     from golfpack.codec.container import parse_artifact, write_artifact
     from golfpack.codec.planner import PlannerConfig, build_items, plan
     from golfpack.data.bytes import build_byte_tables, load_sentencepiece
@@ -138,6 +138,7 @@ def run_rd(args: argparse.Namespace) -> int:
     reference = {"source": str(src), "total_bytes": src_bytes, **score(ref_model)}
     rows = []
     cfg = PlannerConfig(method=args.method, tolerance=args.tolerance)
+    apply_lqer_args(cfg, args)
     if args.no_lqer:
         cfg.lqer_ranks = ()
     if args.no_prune:
@@ -204,6 +205,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--calib-len", type=int, default=None, help="default 512 from a shard, 128 with self")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-lqer", action="store_true")
+    p.add_argument("--lqer-ranks", default="4,16", metavar="LIST")
+    p.add_argument("--lqer-bits", type=int, default=6)
     p.add_argument("--no-prune", action="store_true")
     p.add_argument("--tolerance", type=float, default=0.005)
     p.add_argument("--seq-len", type=int, default=1024)
