@@ -186,8 +186,10 @@ def collect(model, seqs: torch.Tensor, batch: int = 8, source: str = "", progres
     """Forward + backward over seqs with hooks; returns the statistics of every weight it can see.
 
     Weight names are the model's state-dict keys: "<linear slot>.weight", embedding tables
-    ("tok_emb.weight", "bigram.embed.weight", ...). The model is used in float32 on CPU and is left
-    unchanged (its parameters' .grad are not touched: only activations require grad).
+    ("tok_emb.weight", "bigram.embed.weight", ...). The model is put in float32 and eval mode (in
+    place) and its weights keep their values, but it is left frozen: the weights' gradients are
+    taken for the first-order term, then every parameter ends with .grad None and
+    requires_grad False (tests/test_calib.py::test_what_collect_leaves_behind).
     """
     import time
 
