@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         row = {"budget": b, "total_bytes": r["total_bytes"], "artifact_bytes": r["artifact_bytes"],
                "within_budget": r["within_budget"], "gap": 1 - r["total_bytes"] / b,
                "predicted_dloss": r["predicted_dloss"], "iterations": len(r["iterations"]),
-               "budget_exceeds_need": r["budget_exceeds_need"], "seconds": round(time.perf_counter() - t, 1)}
+               "budget_exceeds_need": r["budget_exceeds_need"], "within_tolerance": r["within_tolerance"], "seconds": round(time.perf_counter() - t, 1)}
         rows.append(row)
         print(f"| {b:,} | {row['total_bytes']:,} | {row['artifact_bytes']:,} | {'yes' if row['within_budget'] else 'NO'} "
               f"| {row['gap']:.3%} | {row['predicted_dloss']:.3e} | {row['iterations']} | {row['seconds']} |", flush=True)

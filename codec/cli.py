@@ -144,7 +144,7 @@ def cmd_encode(args) -> int:
         "seconds": round(secs, 3),
     }
     if plan_report is not None:
-        for k in ("budget", "within_budget", "fill", "budget_exceeds_need", "method", "predicted_dloss",
+        for k in ("budget", "within_budget", "within_tolerance", "fill", "budget_exceeds_need", "method", "predicted_dloss",
                   "predicted_dloss_first_order", "measured_dloss", "calibration", "iterations"):
             if k in plan_report:
                 report[k] = plan_report[k]
@@ -236,6 +236,8 @@ def _print_plan(report: dict, plan_report: dict) -> None:
         line += f" of the {report['budget']:,}-byte budget ({report['fill']:.2%})"
         if report.get("budget_exceeds_need"):
             line += "; every tensor already has its most accurate candidate"
+        elif report.get("within_tolerance") is False:
+            line += "; the candidates' byte steps are too coarse to land closer"
     print(line)
     pred = f"predicted loss increase {report['predicted_dloss']:.3e} nats/token"
     if report.get("measured_dloss") is not None:

@@ -389,6 +389,12 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     total, data, chosen = best
     report = _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_cands,
                      time.perf_counter() - t0, max_est)
+    best_dloss = [min(c.dloss for c in it.cands) for it in items]
+    saturated = all(c.dloss <= b for c, b in zip(chosen, best_dloss))
+    report["within_tolerance"] = bool(lo_ok <= total <= budget)
+    # Below the window because nothing is left to buy (every tensor has its most accurate
+    # candidate), as opposed to candidate steps too coarse for the window (small models).
+    report["budget_exceeds_need"] = bool(total < lo_ok and saturated)
     return PlanResult(data, report)
 
 
@@ -413,7 +419,8 @@ def _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_
         "total_bytes": total,
         "within_budget": None if budget is None else total <= budget,
         "fill": None if budget is None else total / budget,
-        "budget_exceeds_need": None if budget is None else total < budget * (1 - cfg.tolerance),
+        "within_tolerance": None,  # set by plan() for budgeted runs
+        "budget_exceeds_need": None,
         "params": params,
         "bits_per_param": 8 * len(data) / params if params else None,
         "method": cfg.method,

@@ -85,7 +85,7 @@ def test_every_budget_lands_in_its_window(setup):
     for budget in np.linspace(smallest * 1.05, qneed * 0.97, 8).astype(int).tolist():
         rep = plan(ck, budget, cal, CFG, items=items).report
         assert budget * (1 - tol) <= rep["total_bytes"] <= budget, (budget, rep["iterations"])
-        assert rep["within_budget"] and not rep["budget_exceeds_need"]
+        assert rep["within_budget"] and rep["within_tolerance"] and not rep["budget_exceeds_need"]
         assert rep["fill"] == rep["total_bytes"] / budget
         assert rep["artifact_bytes"] + rep["code_bytes"] == rep["total_bytes"]
         assert 1 <= len(rep["iterations"]) <= CFG.max_iters
@@ -104,6 +104,7 @@ def test_budgets_above_the_quantized_range_never_overshoot(setup):
     rep = plan(ck, need * 2, cal, CFG, items=items).report
     # (the same tensors as the need's plan; the manifest records the budget, so a few bytes move)
     assert abs(rep["total_bytes"] - need) <= 16 and rep["budget_exceeds_need"] and rep["predicted_dloss"] == 0.0
+    assert not rep["within_tolerance"]
     assert all(r["choice"] == {"method": "keep"} for r in rep["tensors"])
 
 
