@@ -74,6 +74,13 @@ def iter_documents(
                         obj = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise FormatError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+                    except (ValueError, RecursionError) as e:
+                        # a 5000-digit integer (int conversion limit) or thousands of nested brackets:
+                        # one line naming the place, not a traceback. The corpus text itself is not
+                        # bounded further (golfpack.safe_json would also refuse lone surrogates, which
+                        # real corpora may contain and the shard tests reproduce byte for byte).
+                        what = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+                        raise FormatError(f"{path}:{lineno}: invalid JSON ({what})") from None
                     if not isinstance(obj, dict) or text_key not in obj:
                         raise FormatError(f"{path}:{lineno}: no {text_key!r} field in JSON object")
                     text = obj[text_key]

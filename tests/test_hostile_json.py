@@ -461,3 +461,18 @@ def test_loads_bounded_names_what_and_converts_every_json_error():
         loads_bounded("1" + "0" * 19, "x")
     with pytest.raises(FormatError, match="21 digits"):
         loads_bounded("1" + "0" * 20, "x")
+
+
+@pytest.mark.parametrize("line", [
+    '{"text": "a", "n": ' + "9" * 5000 + "}",
+    "[" * 100000 + "]" * 100000,
+])
+def test_corpus_jsonl_with_hostile_values_gives_one_clear_error(tmp_path, line):
+    """golfpack data tokenize reads JSONL corpora from users: huge integers and deep nesting give
+    a FormatError naming the file and line, never ValueError/RecursionError."""
+    from golfpack.data.corpus import iter_documents
+
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"c\.jsonl:2: invalid JSON"):
+        list(iter_documents(p))
