@@ -34,6 +34,7 @@ of block_size up to rare rounding ties.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +107,43 @@ def _check_hessian(H, k: int) -> torch.Tensor:
     return (h + h.T) / 2  # float32 X^T X is symmetric only up to rounding
 
 
+_PREPARED: "OrderedDict[tuple, tuple]" = OrderedDict()
+_PREPARED_MAX = 4
+
+
+def _prepared(H, k: int, cfg: GPTQConfig):
+    """(checked H, dead-column mask, act-order permutation or None, upper Cholesky factor of the
+    damped inverse) for H. The planner quantizes one tensor many times against the same H, so
+    the O(K^3) part is cached, keyed by the tensor's identity and its in-place version counter
+    (a changed H is never served stale)."""
+    key = None
+    if isinstance(H, torch.Tensor):
+        key = (id(H), H.data_ptr(), H._version, tuple(H.shape), H.dtype, k, cfg.damp, cfg.act_order)
+        hit = _PREPARED.get(key)
+        if hit is not None:
+            _PREPARED.move_to_end(key)
+            return hit
+    h = _check_hessian(H, k)
+    hw = h.clone()
+    dead = torch.diagonal(hw) == 0
+    if bool(dead.any()):
+        # give H a unit diagonal at dead columns so it stays invertible (their weights become 0)
+        hw[dead, :] = 0
+        hw[:, dead] = 0
+        hw[dead, dead] = 1
+    perm = None
+    if cfg.act_order:
+        perm = torch.argsort(torch.diagonal(hw), descending=True, stable=True)
+        hw = hw[perm][:, perm]
+    U = _inverse_cholesky(hw, cfg.damp) if k else hw
+    out = (h, dead, perm, U)
+    if key is not None:
+        _PREPARED[key] = out
+        while len(_PREPARED) > _PREPARED_MAX:
+            _PREPARED.popitem(last=False)
+    return out
+
+
 def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of (h + lambda * mean(diag h) * I)^-1, retrying with more damping."""
     k = h.shape[0]
@@ -150,7 +188,7 @@ def gptq_quantize(
         raise GolfpackError(f"cfg must be a GPTQConfig (got {type(cfg).__name__})")
     w32 = _as_weight(w)
     n, k = w32.shape
-    h = _check_hessian(H, k)
+    h, dead, perm, U = _prepared(H, k, cfg)
 
     # Scales first, from the untouched weights: GPTQ then only picks grid points.
     if scales is None:
@@ -164,26 +202,14 @@ def gptq_quantize(
     s_cols = _expand_scales(scales, n, k, group)  # [N, K] float64: column j's scale, by original index
 
     W = w32.to(torch.float64)  # a fresh copy: the caller's w stays as it was
-    dead = torch.diagonal(h) == 0
     if bool(dead.any()):
-        # A column no calibration input reaches: its weight never affects the output, so
-        # quantize it to 0 and give H a unit diagonal there so it stays invertible.
-        h[dead, :] = 0
-        h[:, dead] = 0
-        h[dead, dead] = 1
-        W[:, dead] = 0
-
-    if cfg.act_order:
-        perm = torch.argsort(torch.diagonal(h), descending=True, stable=True)
+        W[:, dead] = 0  # a column no calibration input reaches: its weight never matters
+    if perm is not None:
         W = W[:, perm]
-        h = h[perm][:, perm]
         s_cols = s_cols[:, perm]
-    else:
-        perm = None
     W = W.contiguous()
     s_cols = s_cols.contiguous()
 
-    U = _inverse_cholesky(h, cfg.damp)
     Q = torch.zeros(n, k, dtype=torch.float64)
     bs = cfg.block_size
     for i1 in range(0, k, bs):

@@ -41,9 +41,15 @@ def prune_symbols(symbols: torch.Tensor, w: torch.Tensor, fraction: float) -> to
     if nz.numel() <= n:
         flat_q.zero_()
         return out
-    # stable sort by magnitude: position breaks ties
-    order = torch.from_numpy(np.argsort(mag[nz].numpy(), kind="stable"))
-    flat_q[nz[order[:n]]] = 0
+    # The n smallest |w| among the nonzero symbols, ties broken by position: everything strictly
+    # below the n-th smallest value, then the first positions holding exactly that value. A
+    # selection (kthvalue) instead of a full sort: the planner prunes many candidates.
+    m = mag[nz]
+    thr = torch.kthvalue(m, n).values
+    below = nz[m < thr]
+    at = nz[m == thr][: n - below.numel()]
+    flat_q[below] = 0
+    flat_q[at] = 0
     return out
 
 
