@@ -30,15 +30,11 @@ from golfpack.codec.planner import Item, solve
 from golfpack.codec.quant import ClipSpec
 from golfpack.errors import FormatError, GolfpackError
 
+from tests.test_container import bits_equal  # noqa: E402  (one definition of bit equality)
+
 FLOAT_NP = {"float16": np.float16, "float32": np.float32}
 
 
-def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.numel() == 0:
-        return True
-    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
 
 
 # ----------------------------------------------------------------------------- format: streams by hand
