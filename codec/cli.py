@@ -173,42 +173,90 @@ def apply_lqer_args(cfg, args) -> None:
     cfg.lqer_ranks, cfg.lqer_bits = ranks, args.lqer_bits
 
 
-def _encode_lossy(args, ck, coders):
-    from golfpack.codec import spec
-    from golfpack.codec.calib import measure_with
-    from golfpack.codec.container import parse_artifact
-    from golfpack.codec.planner import PlannerConfig, plan
+def code_bytes_from_args(args) -> int:
+    """--code-bytes N|auto (absent: 0)."""
+    if args.code_bytes is None:
+        return 0
+    if str(args.code_bytes).strip() == "auto":
+        from golfpack.codec.code_bytes import code_bytes_auto
 
-    budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
-    if budget is not None and budget < 1:
-        raise GolfpackError("--budget must be at least 1 byte")
-    code_bytes = 0
-    if args.code_bytes is not None:
-        if str(args.code_bytes).strip() == "auto":
-            from golfpack.codec.code_bytes import code_bytes_auto
+        return code_bytes_auto().total
+    return parse_bytes(args.code_bytes, "--code-bytes")
 
-            code_bytes = code_bytes_auto().total
-        else:
-            code_bytes = parse_bytes(args.code_bytes, "--code-bytes")
-    rules = spec.parse_rules(args.bits)
-    cfg = PlannerConfig(method=args.method, coders=coders, jobs=args.jobs, tolerance=args.tolerance,
-                        min_numel=args.min_numel)
+
+def planner_config_from_args(args, budgeted: bool, coders=None):
+    """The PlannerConfig that encode and rd build from their shared planner options. Without a
+    budget (a fixed recipe) there is no search: the base clip only, no LQER, no pruning."""
+    from golfpack.codec.coders import CODERS
+    from golfpack.codec.planner import PlannerConfig
+
+    if not 0 < args.tolerance < 1:
+        raise GolfpackError(f"--tolerance must be a fraction in (0, 1), got {args.tolerance}")
+    if args.min_numel < 1:
+        raise GolfpackError(f"--min-numel must be >= 1, got {args.min_numel}")
+    cfg = PlannerConfig(method=args.method, coders=coders or CODERS, jobs=getattr(args, "jobs", None),
+                        tolerance=args.tolerance, min_numel=args.min_numel)
     if args.max_bits is not None or args.min_bits is not None:
         lo, hi = args.min_bits or 2, args.max_bits or 8
         if not 2 <= lo <= hi <= 8:
             raise GolfpackError(f"--min-bits/--max-bits must satisfy 2 <= min <= max <= 8 (got {lo}, {hi})")
         cfg.bits = tuple(range(lo, hi + 1))
     apply_lqer_args(cfg, args)
-    if args.no_lqer or budget is None:
+    if args.no_lqer or not budgeted:
         cfg.lqer_ranks = ()
-    if args.no_prune or budget is None:
+    if args.no_prune or not budgeted:
         cfg.prune_rel = ()
-    if budget is None:
+    if not budgeted:
         cfg.clip_mults = (1.0,)
     if args.clip:
         from golfpack.codec.quant import ClipSpec
 
         cfg.clip = str(ClipSpec.parse(args.clip))
+    return cfg
+
+
+def add_planner_arguments(p) -> None:
+    """Options shared by `encode` (lossy modes) and `rd`."""
+    p.add_argument("--code-bytes", default=None, metavar="N|auto",
+                   help="bytes of code counted against the budget (default 0); auto = the minified, compressed "
+                        "source golfpack needs to decode and run the model (golfpack.codec.code_bytes)")
+    p.add_argument("--bits", default=None, metavar="SPEC",
+                   help="per-tensor overrides, e.g. '6', 'mlp=5,attn=6,embed=8', 'attn=6:sdclip:13', 'embed=keep'; "
+                        "encode without --budget: a fixed recipe (golfpack.codec.spec)")
+    p.add_argument("--method", choices=("gptq", "rtn"), default="gptq", help="quantizer (default gptq)")
+    p.add_argument("--clip", default=None, metavar="CLIP",
+                   help="base clip of every candidate: mse (default, Hessian-weighted search), absmax, pct:P, sdclip:K")
+    p.add_argument("--calib", default=None, metavar="SHARD|self|none",
+                   help="calibration tokens: a training shard (never the validation set), 'self' (sampled from the "
+                        "model), or 'none' (plain MSE). Default: self when planning or with gptq, else none")
+    p.add_argument("--calib-seqs", type=int, default=None, metavar="N",
+                   help="calibration sequences (default 32 from a shard, 16 sampled with self)")
+    p.add_argument("--calib-len", type=int, default=None, metavar="T",
+                   help="calibration sequence length (default 512 from a shard, 128 sampled with self)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
+    p.add_argument("--min-bits", type=int, default=None, help="smallest bit width the planner may choose (default 2)")
+    p.add_argument("--max-bits", type=int, default=None, help="largest bit width the planner may choose (default 8)")
+    p.add_argument("--min-numel", type=int, default=4096, help="tensors smaller than this stay float (default 4096)")
+    p.add_argument("--no-lqer", action="store_true", help="no LQER low-rank candidates")
+    p.add_argument("--lqer-ranks", default="4,16", metavar="LIST", help="LQER ranks the planner tries (default 4,16)")
+    p.add_argument("--lqer-bits", type=int, default=6, help="bits of the quantized LQER factors (default 6)")
+    p.add_argument("--no-prune", action="store_true", help="no pruning candidates")
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="land within this fraction below the budget (default 0.005)")
+
+
+def _encode_lossy(args, ck, coders):
+    from golfpack.codec import spec
+    from golfpack.codec.calib import measure_with
+    from golfpack.codec.container import parse_artifact
+    from golfpack.codec.planner import plan
+
+    budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
+    if budget is not None and budget < 1:
+        raise GolfpackError("--budget must be at least 1 byte")
+    code_bytes = code_bytes_from_args(args)
+    rules = spec.parse_rules(args.bits)
+    cfg = planner_config_from_args(args, budget is not None, coders)
     cal = _calibration(args, ck, need=budget is not None or args.method == "gptq")
     if args.method == "gptq" and cal is None:
         raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
@@ -395,32 +443,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default=None, metavar="BYTES",
                    help="lossy: plan bits / clip / LQER / pruning per tensor so that artifact + code bytes <= BYTES "
                         "(e.g. 16000000 or 16e6) and within --tolerance of it")
-    p.add_argument("--code-bytes", default=None, metavar="N|auto",
-                   help="bytes of code counted against the budget (default 0); auto = the minified, compressed "
-                        "source golfpack needs to decode and run the model (golfpack.codec.code_bytes)")
-    p.add_argument("--bits", default=None, metavar="SPEC",
-                   help="per-tensor overrides, e.g. '6', 'mlp=5,attn=6,embed=8', 'attn=6:sdclip:13', 'embed=keep'; "
-                        "without --budget a fixed recipe (golfpack.codec.spec)")
-    p.add_argument("--method", choices=("gptq", "rtn"), default="gptq", help="quantizer (default gptq)")
-    p.add_argument("--clip", default=None, metavar="CLIP",
-                   help="base clip of every candidate: mse (default, Hessian-weighted search), absmax, pct:P, sdclip:K")
-    p.add_argument("--calib", default=None, metavar="SHARD|self|none",
-                   help="calibration tokens: a training shard (never the validation set), 'self' (sampled from the "
-                        "model), or 'none' (plain MSE). Default: self for --budget or gptq, else none")
-    p.add_argument("--calib-seqs", type=int, default=None, metavar="N",
-                   help="calibration sequences (default 32 from a shard, 16 sampled with self)")
-    p.add_argument("--calib-len", type=int, default=None, metavar="T",
-                   help="calibration sequence length (default 512 from a shard, 128 sampled with self)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
-    p.add_argument("--min-bits", type=int, default=None, help="smallest bit width the planner may choose (default 2)")
-    p.add_argument("--max-bits", type=int, default=None, help="largest bit width the planner may choose (default 8)")
-    p.add_argument("--min-numel", type=int, default=4096, help="tensors smaller than this stay float (default 4096)")
-    p.add_argument("--no-lqer", action="store_true", help="no LQER low-rank candidates")
-    p.add_argument("--lqer-ranks", default="4,16", metavar="LIST", help="LQER ranks the planner tries (default 4,16)")
-    p.add_argument("--lqer-bits", type=int, default=6, help="bits of the quantized LQER factors (default 6)")
-    p.add_argument("--no-prune", action="store_true", help="no pruning candidates")
-    p.add_argument("--tolerance", type=float, default=0.005,
-                   help="land within this fraction below the budget (default 0.005)")
+    add_planner_arguments(p)
     p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,zstd,brotli)")
     p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

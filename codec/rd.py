@@ -82,9 +82,9 @@ def run_rd(args: argparse.Namespace) -> int:
 
     from golfpack.checkpoint import read_checkpoint
     from golfpack.codec import spec
-    from golfpack.codec.cli import _calibration, _progress_printer, apply_lqer_args, parse_bytes
+    from golfpack.codec.cli import _calibration, _progress_printer, code_bytes_from_args, planner_config_from_args
     from golfpack.codec.container import parse_artifact, write_artifact
-    from golfpack.codec.planner import PlannerConfig, build_items, plan
+    from golfpack.codec.planner import build_items, plan
     from golfpack.data.bytes import build_byte_tables, load_sentencepiece
     from golfpack.data.shards import read_shards
     from golfpack.evaluate.bpb import evaluate
@@ -107,14 +107,8 @@ def run_rd(args: argparse.Namespace) -> int:
         raise GolfpackError(f"--out-dir {out_dir} is not a directory")
     src_bytes = src.stat().st_size if src.is_file() else None
     budgets = parse_budgets(args.budgets, src_bytes)
-    code_bytes = 0
-    if args.code_bytes is not None:
-        if args.code_bytes.strip() == "auto":
-            from golfpack.codec.code_bytes import code_bytes_auto
-
-            code_bytes = code_bytes_auto().total
-        else:
-            code_bytes = parse_bytes(args.code_bytes, "--code-bytes")
+    code_bytes = code_bytes_from_args(args)
+    cfg = planner_config_from_args(args, budgeted=True)
     for p, what in ((args.tokenizer, "tokenizer"),):
         if not Path(p).is_file():
             raise GolfpackError(f"{what} not found: {p}")
@@ -137,12 +131,6 @@ def run_rd(args: argparse.Namespace) -> int:
     say(f"scoring the source {src.name} ...")
     reference = {"source": str(src), "total_bytes": src_bytes, **score(ref_model)}
     rows = []
-    cfg = PlannerConfig(method=args.method, tolerance=args.tolerance)
-    apply_lqer_args(cfg, args)
-    if args.no_lqer:
-        cfg.lqer_ranks = ()
-    if args.no_prune:
-        cfg.prune_rel = ()
     say("building candidates (once for every budget) ...")
     items = build_items(ck, cal, cfg, rules, _progress_printer(not args.json and not args.quiet))
     for b in budgets:
@@ -189,6 +177,8 @@ def format_table(result: dict) -> str:
 
 
 def add_subcommands(sub) -> None:
+    from golfpack.codec.cli import add_planner_arguments
+
     p = sub.add_parser("rd", help="rate-distortion: val_bpb vs bytes over several budgets",
                        description="Plan, encode, decode and score the checkpoint at each budget; print bpb vs "
                                    "bytes and optionally write a PNG plot.")
@@ -197,18 +187,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--tokenizer", required=True, metavar="SP.model", help="SentencePiece model of the shards")
     p.add_argument("--budgets", required=True, metavar="LIST",
                    help="comma list of byte budgets; N%% is a fraction of the source file size (e.g. 40%%,60%%,2e6)")
-    p.add_argument("--code-bytes", default=None, metavar="N|auto", help="code bytes counted against each budget")
-    p.add_argument("--bits", default=None, metavar="SPEC", help="per-tensor overrides as in encode")
-    p.add_argument("--method", choices=("gptq", "rtn"), default="gptq")
-    p.add_argument("--calib", default=None, metavar="SHARD|self|none", help="calibration tokens (default self)")
-    p.add_argument("--calib-seqs", type=int, default=None, help="default 32 from a shard, 16 with self")
-    p.add_argument("--calib-len", type=int, default=None, help="default 512 from a shard, 128 with self")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-lqer", action="store_true")
-    p.add_argument("--lqer-ranks", default="4,16", metavar="LIST")
-    p.add_argument("--lqer-bits", type=int, default=6)
-    p.add_argument("--no-prune", action="store_true")
-    p.add_argument("--tolerance", type=float, default=0.005)
+    add_planner_arguments(p)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--stride", type=int, default=None)
     p.add_argument("--doc-aware", action="store_true")

@@ -119,6 +119,9 @@ def test_a_fixed_recipe_and_inspect_show_the_choices(src, tmp_path, capsys):
     (["--bits", "6", "--calib", "none"], "--method gptq needs calibration"),  # gptq is the default method
     (["--budget", "9000", "--calib", "/nonexistent/train_000.bin"], "shard not found: /nonexistent/train_000.bin"),
     (["--budget", "9000", "--min-bits", "5", "--max-bits", "4", "--calib", "none", "--method", "rtn"], "--min-bits/--max-bits"),
+    (["--budget", "9000", "--tolerance", "1.5", "--calib", "none", "--method", "rtn"], "--tolerance must be a fraction"),
+    (["--budget", "9000", "--lqer-ranks", "4,x", "--calib", "none", "--method", "rtn"], "--lqer-ranks"),
+    (["--budget", "9000", "--lqer-bits", "9", "--calib", "none", "--method", "rtn"], "--lqer-bits must be 2..8"),
 ])
 def test_encode_errors_are_one_line_and_exit_2(src, tmp_path, capsys, args, message):
     rc, out, err = gp(capsys, "encode", src, "-o", tmp_path / "x.gp", *args, "--min-numel", "256", "--quiet")
@@ -171,6 +174,10 @@ def test_rd_errors(rd_inputs, tmp_path, capsys):
     common = [src, "--val", val, "--tokenizer", sp, "--calib", "none", "--method", "rtn"]
     for extra, message in ((["--budgets", "abc"], "--budgets: 'abc' is not a number of bytes"),
                            (["--budgets", "10%", "--plot", tmp_path / "x.jpg"], "--plot writes a PNG"),
-                           (["--budgets", ","], "give at least one budget")):
+                           (["--budgets", ","], "give at least one budget"),
+                           # rd shares encode's planner options (codec.cli.add_planner_arguments)
+                           (["--budgets", "10%", "--tolerance", "0"], "--tolerance must be a fraction"),
+                           (["--budgets", "10%", "--min-numel", "0"], "--min-numel must be >= 1"),
+                           (["--budgets", "10%", "--min-bits", "6", "--max-bits", "3"], "--min-bits/--max-bits")):
         rc, out, err = gp(capsys, "rd", *common, *extra)
         assert rc == 2 and message in err and err.count("\n") == 1, err
