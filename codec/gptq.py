@@ -114,15 +114,17 @@ _PREPARED_MAX = 4
 def _prepared(H, k: int, cfg: GPTQConfig):
     """(checked H, dead-column mask, act-order permutation or None, upper Cholesky factor of the
     damped inverse) for H. The planner quantizes one tensor many times against the same H, so
-    the O(K^3) part is cached, keyed by the tensor's identity and its in-place version counter
-    (a changed H is never served stale)."""
+    the O(K^3) part is cached per H object. The cache holds a reference to H itself and checks
+    `entry H is H`: an id alone could be reused by a new tensor once the old one is freed. The
+    in-place version counter must match too, so an H changed through torch ops is recomputed
+    (writes through a numpy view of H bypass that counter: do not mutate H between calls)."""
     key = None
     if isinstance(H, torch.Tensor):
-        key = (id(H), H.data_ptr(), H._version, tuple(H.shape), H.dtype, k, cfg.damp, cfg.act_order)
+        key = (id(H), k, cfg.damp, cfg.act_order)
         hit = _PREPARED.get(key)
-        if hit is not None:
+        if hit is not None and hit[0] is H and hit[1] == H._version:
             _PREPARED.move_to_end(key)
-            return hit
+            return hit[2]
     h = _check_hessian(H, k)
     hw = h.clone()
     dead = torch.diagonal(hw) == 0
@@ -138,7 +140,8 @@ def _prepared(H, k: int, cfg: GPTQConfig):
     U = _inverse_cholesky(hw, cfg.damp) if k else hw
     out = (h, dead, perm, U)
     if key is not None:
-        _PREPARED[key] = out
+        _PREPARED[key] = (H, H._version, out)
+        _PREPARED.move_to_end(key)
         while len(_PREPARED) > _PREPARED_MAX:
             _PREPARED.popitem(last=False)
     return out

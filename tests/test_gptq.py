@@ -315,3 +315,50 @@ def test_wide_matrix():
     r = gptq_quantize(w, H, 4, ClipSpec("mse"), 128)
     rtn = quantize_rtn(w, 4, ClipSpec("mse"), 128, col_weight=torch.diagonal(H))
     assert hessian_error(w, r.dequantize(), H) < 0.8 * hessian_error(w, rtn.dequantize(), H)
+
+
+def test_prepared_cache_never_serves_a_freed_hessian():
+    """GPTQ caches its O(K^3) setup per H object. Python reuses ids (and allocators reuse
+    addresses) once a tensor is freed, so a cache keyed by id alone served one Hessian's
+    factorization for another; every call here builds a fresh H and must match a cold run."""
+    from golfpack.codec import gptq as G
+
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(8, 24, generator=g)
+    for i in range(30):
+        x = torch.randn(64, 24, generator=g) * torch.linspace(0.1, 3.0, 24)
+        H = x.t() @ x / 64
+        warm = gptq_quantize(w, H, 4)
+        G._PREPARED.clear()
+        cold = gptq_quantize(w, H.clone(), 4)
+        assert torch.equal(warm.symbols, cold.symbols), i
+        del H, x
+    # an in-place change of a cached H is seen too
+    x = torch.randn(64, 24, generator=g)
+    H = x.t() @ x / 64
+    before = gptq_quantize(w, H, 3)
+    H.mul_(torch.linspace(0.1, 4.0, 24)[:, None] * torch.linspace(0.1, 4.0, 24)[None, :])
+    after = gptq_quantize(w, H, 3)
+    G._PREPARED.clear()
+    assert torch.equal(after.symbols, gptq_quantize(w, H.clone(), 3).symbols)
+    assert before.symbols.shape == after.symbols.shape
+
+
+def test_prepared_cache_checks_the_tensor_object_not_just_its_id():
+    """White-box: an entry filed under H's id but holding another tensor (what a recycled id
+    looks like) must not be used."""
+    from golfpack.codec import gptq as G
+
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(6, 16, generator=g)
+    x = torch.randn(48, 16, generator=g)
+    H = x.t() @ x / 48
+    cfg = GPTQConfig()
+    G._PREPARED.clear()
+    ref = gptq_quantize(w, H.clone(), 4, cfg=cfg).symbols
+    G._PREPARED.clear()
+    other = torch.eye(16, dtype=torch.float64)
+    poisoned = (other, torch.zeros(16, dtype=torch.bool), None, torch.eye(16, dtype=torch.float64) * 1e-3)
+    G._PREPARED[(id(H), 16, cfg.damp, cfg.act_order)] = (other, other._version, poisoned)
+    assert torch.equal(gptq_quantize(w, H, 4, cfg=cfg).symbols, ref)
+    G._PREPARED.clear()
