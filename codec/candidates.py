@@ -20,13 +20,10 @@ nominal width, which is what SDClip's k does in the records).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
-from golfpack import _C
-from golfpack.codec.coders import RANS_SYMBOL_OFFSET
 from golfpack.errors import GolfpackError
 
 
@@ -71,16 +68,14 @@ class Candidate:
     est_bytes: int
     q: object = None  # codec.quant.QuantResult (quantized choices)
     lowrank: object = None  # codec.lqer.LowRank
-    extra: dict = field(default_factory=dict)
 
 
 def rans_bytes(symbols: torch.Tensor) -> int:
-    """Size of int8 symbols as one golfpack rANS stream."""
-    q = symbols.reshape(-1).numpy()
-    if q.size == 0:
-        return 0
-    u = (q.astype(np.int16) + RANS_SYMBOL_OFFSET).astype(np.uint8)
-    return len(_C.rans_encode(u, 0))
+    """Size of int8 symbols as one golfpack rANS stream (0 for none: an empty tensor adds nothing
+    worth estimating)."""
+    from golfpack.codec.prune import symbol_bytes
+
+    return symbol_bytes(symbols) if symbols.numel() else 0
 
 
 def quant_bytes(q, lowrank=None) -> int:
@@ -180,10 +175,7 @@ class TensorCandidates:
         pq = QuantResult(sym, q.scales, q.bits, q.group)
         ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
                     float(fraction), base.choice.rank, base.choice.lr_bits)
-        lowrank = None
-        if base.lowrank is not None:
-            lowrank = base.lowrank
-        return self._finish(ch, pq, lowrank)
+        return self._finish(ch, pq, base.lowrank)
 
     def add_lqer(self, base: Candidate, ranks, bits: int) -> list[Candidate]:
         """LQER variants of a candidate, one per rank. One SVD serves every rank: the rank-r

@@ -20,7 +20,6 @@ exact, before the search; the planner chooses everything they leave open.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -149,7 +148,7 @@ def _item_dtype(ck, name: str) -> str:
 
 def _keep_bytes(ck, name: str) -> int:
     """Estimated bytes of storing a tensor exactly (its lossless streams, rANS / raw)."""
-    _, _, _, scheme, streams = lossless_tensor(ck, name)
+    *_, streams = lossless_tensor(ck, name)
     n = 0
     for st, vals in streams.values():
         if st.kind == "int":
@@ -165,10 +164,6 @@ def _source_tensor(ck, name: str) -> torch.Tensor:
         return ck.quantized[name].dequantize()
     t = ck.floats[name]
     return t.to(ck.cast[name]) if name in ck.cast else t
-
-
-def _float_choice_bytes(ck, name: str, w: torch.Tensor) -> int:
-    return w.numel() * torch.empty((), dtype=getattr(torch, _item_dtype(ck, name))).element_size()
 
 
 def _kappa(gens: list[TensorCandidates]) -> float:
@@ -204,7 +199,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
             quant = w.is_floating_point() and w.dim() >= 2 and w.numel() > 0
         if not quant:
             if rule is not None and rule.mode == "float" and name in ck.quantized:
-                ch, nb = Choice("float"), _float_choice_bytes(ck, name, w)
+                ch, nb = Choice("float"), w.numel() * w.element_size()  # w is in the decoded dtype
             else:
                 ch, nb = Choice("keep"), _keep_bytes(ck, name)
             c = Candidate(ch, 0.0, 0.0, nb)
@@ -215,7 +210,6 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
         items.append(Item(name, tuple(w.shape), dtype, []))
         gens.append((len(items) - 1, g, rule))
     total = len(gens)
-    t_start = time.perf_counter()
     # Stage 1: RTN over the grid.
     for k, (i, g, rule) in enumerate(gens):
         bits = (rule.bits,) if rule is not None and rule.bits else cfg.bits
@@ -229,10 +223,10 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
             progress("rtn", k + 1, total)
     kappa = _kappa([g for _, g, _ in gens])
     for _, g, _ in gens:
-        if g.stats is None:
+        if g.stats is None:  # their stage-1 dloss is the squared error itself (kappa 1): rescale
             g.kappa = kappa
             for c in g.cands:
-                c.dloss = kappa * float((c.q.dequantize() - g.w).to(torch.float64).pow(2).sum())
+                c.dloss *= kappa
     # Stage 2: GPTQ on the RTN hull.
     for k, (i, g, rule) in enumerate(gens):
         if cfg.method == "gptq" and g.stats is not None and g.stats.H is not None:
