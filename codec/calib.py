@@ -149,26 +149,38 @@ def sequences_from_model(model, n_seqs: int, seq_len: int, seed: int = 0, temper
 
 
 class _Acc:
+    """Running sums for one weight: sum x x^T and the row count (inputs), sum g^2 (outputs), and
+    the lookup Fisher F of an embedding table."""
+
     def __init__(self):
         self.H = None
         self.G = None
         self.rows = 0
         self.F = None
 
+    def add_inputs(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).detach().to(torch.float32)
+        Hb = (x.t() @ x).to(torch.float64)
+        self.H = Hb if self.H is None else self.H + Hb
+        self.rows += x.shape[0]
+
+    def watch_outputs(self, out: torch.Tensor) -> None:
+        """Add the per-row output gradients' squares to G when backward reaches `out`."""
+        if not out.requires_grad:
+            return
+
+        def on_grad(g):
+            g2 = g.reshape(-1, g.shape[-1]).to(torch.float64).pow(2).sum(0)
+            self.G = g2 if self.G is None else self.G + g2
+        out.register_hook(on_grad)
+
 
 def _head_logits(model, h: torch.Tensor, acc: _Acc | None) -> torch.Tensor:
     """Tied head with a hook on the pre-softcap logits z = h E^T (what GPT.logits_from_hidden does)."""
     z = F.linear(h, model.tok_emb.weight)
     if acc is not None:
-        x = h.reshape(-1, h.shape[-1]).detach().to(torch.float32)
-        Hb = (x.t() @ x).to(torch.float64)
-        acc.H = Hb if acc.H is None else acc.H + Hb
-        acc.rows += x.shape[0]
-        if z.requires_grad:
-            def on_grad(g, acc=acc):
-                g2 = g.reshape(-1, g.shape[-1]).to(torch.float64).pow(2).sum(0)
-                acc.G = g2 if acc.G is None else acc.G + g2
-            z.register_hook(on_grad)
+        acc.add_inputs(h)
+        acc.watch_outputs(z)
     cap = model.config.logit_softcap
     return (cap * torch.tanh(z / cap) if cap else z).float()
 
@@ -207,15 +219,8 @@ def collect(model, seqs: torch.Tensor, batch: int = 8, source: str = "", progres
         acc = accs.setdefault(name, _Acc())
 
         def hook(mod, inp, out):
-            x = inp[0].reshape(-1, inp[0].shape[-1]).detach().to(torch.float32)
-            Hb = (x.t() @ x).to(torch.float64)
-            acc.H = Hb if acc.H is None else acc.H + Hb
-            acc.rows += x.shape[0]
-            if out.requires_grad:
-                def on_grad(g):
-                    g2 = g.reshape(-1, g.shape[-1]).to(torch.float64).pow(2).sum(0)
-                    acc.G = g2 if acc.G is None else acc.G + g2
-                out.register_hook(on_grad)
+            acc.add_inputs(inp[0])
+            acc.watch_outputs(out)
         return hook
 
     def embed_hook(name):
@@ -288,8 +293,7 @@ def measure_loss(model, seqs: torch.Tensor, batch: int = 8) -> float:
     for b0 in range(0, seqs.shape[0], batch):
         chunk = seqs[b0 : b0 + batch]
         x, y = chunk[:, :-1], chunk[:, 1:]
-        logits = model(x)
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"))
+        total += float(_forward_loss(model, x, y, None))
         n += y.numel()
     return total / n
 
