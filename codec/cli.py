@@ -70,12 +70,24 @@ def _progress_printer(enabled: bool):
 
 
 def _calibration(args, ck, need: bool):
-    """Calibration statistics for the planner, or None (codec.calib)."""
+    """(calibration statistics, the float reference model they came from), or (None, None).
+
+    The model is returned so callers (the measured loss check, rd's reference score) reuse it
+    instead of dequantizing and building it again; calibration leaves its weights unchanged."""
     from golfpack.codec import calib as C
 
     which = args.calib if args.calib is not None else ("self" if need else "none")
     if which == "none":
-        return None
+        return None, None
+    # Sampling has no KV cache (quadratic in length), so self-calibration defaults smaller.
+    n = args.calib_seqs if args.calib_seqs is not None else (16 if which == "self" else 32)
+    T = args.calib_len if args.calib_len is not None else (128 if which == "self" else 512)
+    if n < 1 or T < 1:
+        raise GolfpackError(f"--calib-seqs and --calib-len must be >= 1 (got {n}, {T})")
+    if which != "self":
+        from golfpack.data.shards import resolve_shards
+
+        resolve_shards(which)  # a clear error for a missing shard, before any work
     from golfpack.model.load import from_state_dict
 
     try:
@@ -83,20 +95,11 @@ def _calibration(args, ck, need: bool):
     except GolfpackError as e:
         raise GolfpackError(f"calibration needs a golfpack GPT for this checkpoint ({e}); "
                             "pass --calib none to plan without it") from None
-    # Sampling has no KV cache (quadratic in length), so self-calibration defaults smaller.
-    n = args.calib_seqs if args.calib_seqs is not None else (16 if which == "self" else 32)
-    T = args.calib_len if args.calib_len is not None else (128 if which == "self" else 512)
-    if n < 1 or T < 1:
-        raise GolfpackError(f"--calib-seqs and --calib-len must be >= 1 (got {n}, {T})")
     if not args.quiet and not getattr(args, "json", False):
         src = "sampled from the model itself" if which == "self" else f"from {which}"
         print(f"calibrating on {n} x {T} tokens {src} ...", file=sys.stderr, flush=True)
-    if which == "self":
-        return C.calibrate(model, shard=None, n_seqs=n, seq_len=T, seed=args.seed)
-    from golfpack.data.shards import resolve_shards
-
-    resolve_shards(which)  # a clear error for a missing shard
-    return C.calibrate(model, shard=which, n_seqs=n, seq_len=T, seed=args.seed)
+    shard = None if which == "self" else which
+    return C.calibrate(model, shard=shard, n_seqs=n, seq_len=T, seed=args.seed), model
 
 
 def cmd_encode(args) -> int:
@@ -257,7 +260,7 @@ def _encode_lossy(args, ck, coders):
     code_bytes = code_bytes_from_args(args)
     rules = spec.parse_rules(args.bits)
     cfg = planner_config_from_args(args, budget is not None, coders)
-    cal = _calibration(args, ck, need=budget is not None or args.method == "gptq")
+    cal, model = _calibration(args, ck, need=budget is not None or args.method == "gptq")
     if args.method == "gptq" and cal is None:
         raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
     log = None if args.quiet or args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
@@ -265,9 +268,6 @@ def _encode_lossy(args, ck, coders):
                log=log)
     if cal is not None:
         # the check the planner's prediction is held to: measured loss change on the calibration tokens
-        from golfpack.model.load import from_state_dict
-
-        model = from_state_dict(ck.state_dict(), ck.config)
         sd = {k: v.float() for k, v in parse_artifact(res.artifact).state_dict().items()}
         res.report["measured_dloss"] = measure_with(model, cal.seqs, sd) - cal.base_loss
     return res.artifact, res.report, code_bytes

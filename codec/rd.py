@@ -116,18 +116,23 @@ def run_rd(args: argparse.Namespace) -> int:
     tokens = read_shards(args.val)
     ck = read_checkpoint(src)
     rules = spec.parse_rules(args.bits)
-    cal = _calibration(args, ck, need=True)
+    cal, ref_model = _calibration(args, ck, need=True)
     say = (lambda m: None) if args.json or args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+
+    tables_by_vocab = {}  # every budget's model has the source's vocabulary: build the tables once
 
     def score(model) -> dict:
         vocab = int(model.config.vocab_size)
-        tables = build_byte_tables(sp, vocab_size=vocab)
+        if vocab not in tables_by_vocab:
+            tables_by_vocab[vocab] = build_byte_tables(sp, vocab_size=vocab)
+        tables = tables_by_vocab[vocab]
         r = evaluate(model, tokens, tables, seq_len=args.seq_len, stride=args.stride, doc_aware=args.doc_aware,
                      batch=args.batch, device="cpu", max_tokens=args.max_tokens)
         return {"val_bpb": r.val_bpb, "val_loss": r.val_loss, "tokens": r.tokens, "eval_seconds": round(r.seconds, 1)}
 
     t0 = time.perf_counter()
-    ref_model = from_state_dict(ck.state_dict(), ck.config)
+    if ref_model is None:  # --calib none
+        ref_model = from_state_dict(ck.state_dict(), ck.config)
     say(f"scoring the source {src.name} ...")
     reference = {"source": str(src), "total_bytes": src_bytes, **score(ref_model)}
     rows = []
