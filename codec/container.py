@@ -152,7 +152,7 @@ class TensorEntry:
         """float32 factors (A [rows, r], B [r, cols]) of the low-rank term, or None."""
         if not self.rank:
             return None
-        return _schemes.lowrank_factors(self.scheme, self.shape, lambda r: self._decode(r), self._float)
+        return _schemes.lowrank_factors(self.scheme, self.shape, self._decode, self._float)
 
     def _float(self, role: str) -> torch.Tensor:
         return _float_tensor(self._decode(role), self.streams[role].type.kind)
@@ -161,12 +161,13 @@ class TensorEntry:
         """A float tensor's stored values, in the stored dtype (before any cast)."""
         return self._float("data").reshape(self.shape)
 
-    def dequantize(self) -> torch.Tensor:
-        """The decoded float tensor (codec/schemes.py): exactly what the dense loader and `decode` use."""
-        dtype = TORCH_DTYPES[self.dtype]
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The decoded float tensor (codec/schemes.py): exactly what the dense loader and `decode` use.
+        `dtype` overrides the recorded dtype of the final cast (to_checkpoint keeps float32)."""
+        dtype = dtype or TORCH_DTYPES[self.dtype]
         if not self.is_quantized:
             return self.float_data().to(dtype).contiguous()
-        return _schemes.dequantize(self.scheme, self.shape, dtype, lambda r: self._decode(r), self._float)
+        return _schemes.dequantize(self.scheme, self.shape, dtype, self._decode, self._float)
 
 
 def _float_tensor(values: np.ndarray, kind: str) -> torch.Tensor:
@@ -205,8 +206,7 @@ class Artifact:
             elif t.is_quantized:
                 # Group scales and low-rank terms have no QuantizedSource form: keep the decoded
                 # tensor exactly (as float32, cast to its dtype on use).
-                ck.floats[name] = _schemes.dequantize(t.scheme, t.shape, torch.float32,
-                                                      lambda r, t=t: t._decode(r), t._float)
+                ck.floats[name] = t.dequantize(torch.float32)
                 if dtype != torch.float32:
                     ck.cast[name] = dtype
             else:
