@@ -7,6 +7,7 @@ namespace py = pybind11;
 namespace golfpack {
 void register_bitpack(py::module_& m);  // bitpack.cpp
 void register_rans(py::module_& m);     // rans.cpp
+void register_rans_rows(py::module_& m);  // rans_rows.cpp (rANS straight into packed rows)
 void register_qmatmul(py::module_& m);  // qmatmul.cpp (CPU dequant-matmul; CUDA launchers when built)
 }  // namespace golfpack
 
@@ -19,5 +20,6 @@ PYBIND11_MODULE(_C, m) {
 #endif
   golfpack::register_bitpack(m);
   golfpack::register_rans(m);
+  golfpack::register_rans_rows(m);
   golfpack::register_qmatmul(m);
 }

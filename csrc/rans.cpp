@@ -44,6 +44,8 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -564,60 +566,245 @@ uint64_t decode_rounds_p(int P, uint64_t* xs, const uint8_t*& wp, const uint8_t*
 
 }  // namespace
 
-void decode_fast(const Plan& plan, uint8_t* out) {
-  const Table& t = plan.table;
-  const uint64_t count = plan.count;
-  if (count == 0) return;
-  if (t.present == 1) {
-    std::memset(out, t.lo, count);
-    return;
+namespace {
+
+Isa initial_isa() {
+  const char* env = std::getenv("GOLFPACK_RANS_ISA");
+  if (!env) return Isa::kAuto;
+  const std::string v(env);
+  if (v == "scalar") return Isa::kScalar;
+  if (v == "avx2" && cpu_has_avx2()) return Isa::kAvx2;
+  return Isa::kAuto;  // unknown or unavailable: the safe default
+}
+
+std::atomic<int> g_isa{-1};  // -1: not read from the environment yet
+
+}  // namespace
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void set_isa(Isa isa) {
+  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
+  g_isa.store(int(isa));
+}
+
+Isa get_isa() {
+  int v = g_isa.load();
+  if (v < 0) {
+    v = int(initial_isa());
+    g_isa.store(v);
   }
+  return Isa(v);
+}
+
+Isa resolved_isa() {
+  const Isa isa = get_isa();
+  if (isa == Isa::kAuto) return cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
+  return isa;
+}
+
+void SymbolHasher::update(const uint8_t* p, uint64_t n) {
+  if (npending_) {  // complete the partial word left by the previous piece
+    while (n && npending_ < 8) pending_[npending_++] = *p++, --n;
+    if (npending_ < 8) return;
+    word(load_le64(pending_));
+    npending_ = 0;
+  }
+  uint64_t k = 0;
+  const uint64_t full = n / 8;
+  for (; k < full && (words_ & 3); ++k) word(load_le64(p + 8 * k));
+  // Aligned to accumulator 0: four independent chains, as in symbol_hash.
+  for (; k + 4 <= full; k += 4) {
+    for (int a = 0; a < 4; ++a) {
+      uint64_t v = acc_[a] + load_le64(p + 8 * (k + a)) * 0xC2B2AE3D27D4EB4Full;
+      v = (v << 31) | (v >> 33);
+      acc_[a] = v * 0x9E3779B97F4A7C15ull;
+    }
+    words_ += 4;
+  }
+  for (; k < full; ++k) word(load_le64(p + 8 * k));
+  for (uint64_t b = 8 * full; b < n; ++b) pending_[npending_++] = p[b];
+}
+
+uint64_t SymbolHasher::finish() const {
+  constexpr uint64_t K1 = 0x9E3779B97F4A7C15ull, K2 = 0xC2B2AE3D27D4EB4Full,
+                     K3 = 0x165667B19E3779F9ull;
+  uint64_t acc[4] = {acc_[0], acc_[1], acc_[2], acc_[3]};
+  if (npending_) {  // last partial word, zero-padded
+    uint64_t w = 0;
+    for (int b = 0; b < npending_; ++b) w |= uint64_t(pending_[b]) << (8 * b);
+    uint64_t& a = acc[words_ & 3];
+    a += w * K2;
+    a = (a << 31) | (a >> 33);
+    a *= K1;
+  }
+  const uint64_t n = 8 * words_ + uint64_t(npending_);
+  uint64_t h = n * K3;
+  for (uint64_t a : acc) {
+    h = (h ^ a) * K1;
+    h = (h << 27) | (h >> 37);
+  }
+  return fmix64(h);
+}
+
+Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
+  const Table& t = plan.table;
+  if (plan.count == 0 || t.present == 1) return;  // nothing to set up: run() fills or does nothing
+  if (isa == Isa::kAuto) isa = resolved_isa();
+  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
+  avx2_ = isa == Isa::kAvx2 && (plan.lanes == 4 || plan.lanes == 8);
   const int P = t.precision;
-  const uint64_t mask = (uint64_t(1) << P) - 1;
-  // slot -> symbol (2^P bytes, L1-resident up to P = 15) and symbol -> freq | cum << 16.
-  std::vector<uint8_t> lut(size_t(1) << P);
-  uint32_t info[256] = {};
+  // Only the tables the chosen loops read are built (the AVX2 table is 8 bytes per slot).
+  lut_.resize(size_t(1) << P);
+  if (avx2_) entries_.resize(size_t(1) << P);
   for (int s = t.lo; s <= t.hi; ++s) {
     if (!t.freq[s]) continue;
-    std::memset(lut.data() + t.cum[s], s, t.freq[s]);
-    info[s] = t.freq[s] | (t.cum[s] << 16);
+    std::memset(lut_.data() + t.cum[s], s, t.freq[s]);
+    info_[s] = t.freq[s] | (t.cum[s] << 16);
+    if (avx2_)
+      for (uint32_t k = 0; k < t.freq[s]; ++k)
+        entries_[t.cum[s] + k] = uint64_t(t.freq[s]) | (uint64_t(k) << 32) | (uint64_t(s) << 48);
   }
-  uint64_t x[kLanes];
-  for (int j = 0; j < plan.lanes; ++j) x[j] = load_le64(plan.states + 8 * j);
-  const uint8_t* wp = plan.words;
-  const uint8_t* const we = plan.words_end;
+  for (int j = 0; j < plan.lanes; ++j) x_[j] = load_le64(plan.states + 8 * j);
+  wp_ = plan.words;
+}
 
-  uint64_t i = 0;
-  {
-    const int n = plan.lanes;
-    const uint64_t rounds = count / uint64_t(n);
-    uint64_t done = 0;
-    switch (n) {
-      case 1: done = decode_rounds_p<1>(P, x, wp, we, lut.data(), info, out, rounds); break;
-      case 2: done = decode_rounds_p<2>(P, x, wp, we, lut.data(), info, out, rounds); break;
-      case 4: done = decode_rounds_p<4>(P, x, wp, we, lut.data(), info, out, rounds); break;
-      case 8: done = decode_rounds_p<8>(P, x, wp, we, lut.data(), info, out, rounds); break;
-      default: break;  // lanes = count < 8 (not a power of two): the checked loop below does it all
-    }
-    i = done * uint64_t(n);
-  }
-  // Checked steps: the last rounds near the end of the payload, the count % lanes tail, and
-  // streams whose lane count is not 1/2/4/8 (lanes = count < 8). May throw on truncation.
-  for (; i < count; ++i) {
-    const int j = int(i % uint64_t(plan.lanes));
-    const uint64_t slot = x[j] & mask;
-    const uint32_t s = lut[slot];
-    const uint64_t e = info[s];
-    out[i] = uint8_t(s);
-    uint64_t v = (e & 0xFFFF) * (x[j] >> P) + slot - (e >> 16);
+void Decoder::checked(uint8_t* out, uint64_t n) {
+  const int P = plan_.table.precision;
+  const uint64_t mask = (uint64_t(1) << P) - 1;
+  const uint64_t lanes = uint64_t(plan_.lanes);
+  const uint8_t* const we = plan_.words_end;
+  for (uint64_t k = 0; k < n; ++k) {
+    const int j = int((done_ + k) % lanes);
+    const uint64_t slot = x_[j] & mask;
+    const uint32_t s = lut_[slot];
+    const uint64_t e = info_[s];
+    out[k] = uint8_t(s);
+    uint64_t v = (e & 0xFFFF) * (x_[j] >> P) + slot - (e >> 16);
     if (v < kStateLow) {
-      if (we - wp < 4) throw Error("truncated payload (needs more words)");
-      v = (v << kWordBits) | load_le32(wp);
-      wp += 4;
+      if (we - wp_ < 4) throw Error("truncated payload (needs more words)");
+      v = (v << kWordBits) | load_le32(wp_);
+      wp_ += 4;
     }
-    x[j] = v;
+    x_[j] = v;
   }
-  check_end(plan, x, wp, out);
+  done_ += n;
+}
+
+void Decoder::run(uint8_t* out, uint64_t n) {
+  if (n > plan_.count - done_) throw Error("internal: decoding past the symbol count");
+  if (n == 0) return;
+  if (plan_.table.present == 1) {
+    std::memset(out, plan_.table.lo, n);
+    done_ += n;
+    return;
+  }
+  const uint64_t lanes = uint64_t(plan_.lanes);
+  // Checked steps up to a round boundary (a piece may end mid-round), then whole rounds in the
+  // unchecked loop while the payload has a round's worth of words, then checked steps again:
+  // the last rounds near the end of the payload, the tail, and lane counts not in 1/2/4/8.
+  const uint64_t head = std::min(n, (lanes - done_ % lanes) % lanes);
+  checked(out, head);
+  uint64_t k = head;
+  const uint64_t rounds = (n - k) / lanes;
+  uint64_t got = 0;
+  if (rounds) {
+    const int P = plan_.table.precision;
+    const uint8_t* we = plan_.words_end;
+    if (avx2_) {
+      got = decode_rounds_avx2(int(lanes), P, x_, wp_, we, entries_.data(), out + k, rounds);
+    } else {
+      switch (lanes) {
+        case 1: got = decode_rounds_p<1>(P, x_, wp_, we, lut_.data(), info_, out + k, rounds); break;
+        case 2: got = decode_rounds_p<2>(P, x_, wp_, we, lut_.data(), info_, out + k, rounds); break;
+        case 4: got = decode_rounds_p<4>(P, x_, wp_, we, lut_.data(), info_, out + k, rounds); break;
+        case 8: got = decode_rounds_p<8>(P, x_, wp_, we, lut_.data(), info_, out + k, rounds); break;
+        default: break;  // lanes = count < 8, not a power of two: all checked
+      }
+    }
+  }
+  k += got * lanes;
+  done_ += got * lanes;
+  checked(out + k, n - k);
+}
+
+void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t* n, int count,
+                        std::string* errors) {
+  constexpr int kGroup = 4;
+  // A decoder whose stream is broken stops there: its error goes to errors[k] (or is thrown
+  // when errors is null) and the others carry on.
+  auto guarded = [&](int k, auto&& fn) {
+    if (!errors) return fn(), true;
+    try {
+      fn();
+      return true;
+    } catch (const Error& e) {
+      errors[k] = e.what();
+      return false;
+    }
+  };
+  int k = 0;
+  while (k < count) {
+    // The next (up to 4) decoders that can share the AVX2 loop; the others run alone.
+    Decoder* g[kGroup];
+    uint8_t* go[kGroup];
+    uint64_t gn[kGroup], head[kGroup];
+    int gi[kGroup];
+    int m = 0;
+    for (; k < count && m < kGroup; ++k) {
+      Decoder& d = *ds[k];
+      if (n[k] > d.plan_.count - d.done_) throw Error("internal: decoding past the symbol count");
+      if (!d.avx2_ || d.plan_.lanes != 8 || n[k] < 8) {
+        guarded(k, [&] { d.run(out[k], n[k]); });
+        continue;
+      }
+      head[m] = std::min(n[k], (8 - d.done_ % 8) % 8);
+      if (!guarded(k, [&] { d.checked(out[k], head[m]); })) continue;
+      g[m] = &d, go[m] = out[k], gn[m] = n[k], gi[m] = k, ++m;
+    }
+    uint64_t rounds = UINT64_MAX;
+    for (int i = 0; i < m; ++i) rounds = std::min(rounds, (gn[i] - head[i]) / 8);
+    uint64_t got = 0;
+    if (m > 1 && rounds) {
+      AvxStream st[kGroup];
+      for (int i = 0; i < m; ++i)
+        st[i] = AvxStream{g[i]->x_, g[i]->wp_, g[i]->plan_.words_end, g[i]->entries_.data(),
+                          g[i]->plan_.table.precision, go[i] + head[i]};
+      got = decode_rounds_avx2_multi(st, m, rounds);
+      for (int i = 0; i < m; ++i) {
+        g[i]->wp_ = st[i].wp;
+        g[i]->done_ += 8 * got;
+      }
+    }
+    for (int i = 0; i < m; ++i) {  // the rest of each piece alone (kernel, then checked steps)
+      const uint64_t off = head[i] + 8 * got;
+      guarded(gi[i], [&] { g[i]->run(go[i] + off, gn[i] - off); });
+    }
+  }
+}
+
+void Decoder::finish(uint64_t hash) const {
+  if (plan_.count == 0 || plan_.table.present == 1) return;  // no payload, nothing to check
+  if (done_ != plan_.count) throw Error("internal: finish before every symbol was decoded");
+  if (wp_ != plan_.words_end)
+    throw Error(std::to_string(plan_.words_end - wp_) + " unread payload bytes after decoding");
+  for (int j = 0; j < plan_.lanes; ++j)
+    if (x_[j] != kStateLow + lane_tag(hash, j))
+      throw Error("final state of lane " + std::to_string(j) +
+                  " does not match the integrity tag (corrupt stream or wrong count)");
+}
+
+void decode_fast(const Plan& plan, uint8_t* out) {
+  Decoder d(plan);
+  d.run(out, plan.count);
+  if (plan.count && plan.table.present != 1) d.finish(symbol_hash(out, plan.count));
 }
 
 }  // namespace rans
@@ -739,6 +926,27 @@ void register_rans(py::module_& m) {
         "exact consumption); any violation raises ValueError('rANS stream: ...').");
   m.def("rans_decode_ref", &decode_py<true>, py::arg("data"), py::arg("count"),
         "Straightforward reference decoder of the rans_encode format (for tests).");
+  m.def("rans_set_isa", [](const std::string& name) {
+    const rans::Isa prev = rans::get_isa();
+    rans::Isa isa;
+    if (name == "auto") isa = rans::Isa::kAuto;
+    else if (name == "scalar") isa = rans::Isa::kScalar;
+    else if (name == "avx2") isa = rans::Isa::kAvx2;
+    else throw py::value_error("rANS ISA must be 'auto', 'scalar' or 'avx2', got '" + name + "'");
+    try {
+      rans::set_isa(isa);
+    } catch (const rans::Error& e) {
+      throw py::value_error(e.what());
+    }
+    return std::string(prev == rans::Isa::kAuto ? "auto" : prev == rans::Isa::kScalar ? "scalar" : "avx2");
+  }, py::arg("name"),
+        "rans_set_isa(name: 'auto' | 'scalar' | 'avx2') -> previous setting\n\n"
+        "Process-wide choice of the fast decoder's inner loop (default: $GOLFPACK_RANS_ISA, else\n"
+        "auto = AVX2 when the CPU has it). Every choice decodes the same bytes the same way.");
+  m.def("rans_isa", []() {
+    return std::string(rans::resolved_isa() == rans::Isa::kAvx2 ? "avx2" : "scalar");
+  }, "The inner loop rans_decode uses now: 'avx2' or 'scalar'.");
+  m.def("rans_cpu_has_avx2", &rans::cpu_has_avx2);
   m.def("rans_table_info", &table_info_py, py::arg("data"),
         "rans_table_info(data) -> dict(precision, lo, hi, lanes, sparse, freqs, present,\n"
         "table_bytes, payload_bytes). Validates the table only. Empty stream: precision\n"

@@ -91,5 +91,92 @@ Plan prepare(const uint8_t* data, size_t size, uint64_t count);
 void decode_fast(const Plan& plan, uint8_t* out);
 void decode_ref(const Plan& plan, uint8_t* out);
 
+// ---- Fast decode, piece by piece (issue 8) ------------------------------------------
+
+// Which inner loop decode_fast / Decoder run: kAuto picks AVX2 when the CPU has it (runtime
+// check) and the scalar unrolled loop otherwise. The choice is process-wide (tests and the
+// benchmark force kScalar to compare both paths; $GOLFPACK_RANS_ISA=scalar|avx2|auto sets it at
+// import). Asking for kAvx2 on a CPU without AVX2 is an error (set_isa throws).
+enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2 };
+bool cpu_has_avx2();
+void set_isa(Isa isa);
+Isa get_isa();
+Isa resolved_isa();  // kScalar or kAvx2: what kAuto means on this CPU
+
+// symbol_hash computed over pieces fed in order: same value as symbol_hash(all pieces).
+class SymbolHasher {
+ public:
+  void update(const uint8_t* p, uint64_t n);
+  uint64_t finish() const;
+
+ private:
+  void word(uint64_t w) {
+    uint64_t& a = acc_[words_ & 3];
+    a += w * 0xC2B2AE3D27D4EB4Full;
+    a = (a << 31) | (a >> 33);
+    a *= 0x9E3779B97F4A7C15ull;
+    ++words_;
+  }
+  uint64_t acc_[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
+                      ~0x9E3779B97F4A7C15ull};
+  uint64_t words_ = 0;  // full 8-byte words absorbed
+  uint8_t pending_[8] = {};
+  int npending_ = 0;
+};
+
+// Decodes a validated plan in consecutive pieces of any length: run(out, n) writes the next n
+// symbols, finish(h) then checks exact consumption and the lane tags against h = the
+// symbol_hash of everything run() wrote. decode_fast is Decoder(plan).run(out, count) +
+// finish(symbol_hash(out)); the fused decoders (decode straight into packed rows) call run()
+// per cache-sized piece and hash each piece while it is still in L1.
+class Decoder {
+ public:
+  explicit Decoder(const Plan& plan, Isa isa = Isa::kAuto);
+  void run(uint8_t* out, uint64_t n);  // throws Error on truncation or n past plan.count
+  void finish(uint64_t hash) const;    // throws Error (trailing bytes, tag mismatch)
+  bool simd() const { return avx2_; }
+  // Decode the next n[k] symbols of each of `count` decoders into out[k], interleaving the
+  // 8-lane AVX2 streams among them 4 at a time (the others, and what is left over, go
+  // through run()). Same result as ds[k]->run(out[k], n[k]) for every k. With `errors`, a
+  // stream error of decoder k is stored in errors[k] (that decoder is then unusable) and the
+  // others continue; without, it is thrown.
+  static void run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t* n, int count,
+                        std::string* errors = nullptr);
+
+ private:
+  void checked(uint8_t* out, uint64_t n);  // one symbol at a time, bounds-checked reads
+  const Plan& plan_;
+  uint64_t x_[kLanes] = {};
+  const uint8_t* wp_ = nullptr;
+  uint64_t done_ = 0;  // symbols decoded so far
+  bool avx2_ = false;
+  std::vector<uint8_t> lut_;       // slot -> symbol (scalar loops)
+  uint32_t info_[256] = {};        // symbol -> freq | cum << 16 (scalar loops)
+  std::vector<uint64_t> entries_;  // slot -> freq | (slot - cum) << 32 | sym << 48 (AVX2)
+};
+
+// The AVX2 inner loop (rans_avx2.cpp; compiled with a target attribute, called only after
+// cpu_has_avx2()). Decodes whole rounds of `lanes` (4 or 8) symbols, lane j of a round being
+// symbol r*lanes + j, while a round's worst-case reads (one word per lane) stay inside
+// [wp, we). Updates x and wp; returns the rounds decoded. `entries` has 2^P slots. The table
+// lookup is a gather at index slot: a per-position table (context models) is the same gather
+// at index table_base(position) + slot.
+uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, const uint8_t* we,
+                            const uint64_t* entries, uint8_t* out, uint64_t rounds);
+
+// S = 1..4 independent 8-lane streams decoded in one loop (the same rounds for each): one
+// stream's round is a ~40-cycle dependency chain, so interleaving streams is what fills the
+// core. Stops when any stream lacks a round's words; returns the rounds decoded (each stream's
+// x and wp are updated, out[k] receives 8 * rounds symbols).
+struct AvxStream {
+  uint64_t* x;  // 8 states
+  const uint8_t* wp;
+  const uint8_t* we;
+  const uint64_t* entries;
+  int P;
+  uint8_t* out;
+};
+uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds);
+
 }  // namespace rans
 }  // namespace golfpack

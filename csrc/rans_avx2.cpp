@@ -1,0 +1,226 @@
+// rans_avx2.cpp: the AVX2 inner loop of the rANS decoder (format: csrc/RANS.md; caller:
+// rans::Decoder in rans.cpp, which runs it only after cpu_has_avx2()).
+//
+// The states of 4 lanes sit in one __m256i as 64-bit integers (8 lanes: two vectors, lanes 0-3
+// and 4-7). One round decodes one symbol per lane, exactly as the scalar loop would:
+//
+//   slot = x & (2^P - 1)
+//   e    = entries[slot]                 one gather: freq | (slot - cum) << 32 | sym << 48
+//   x    = freq * (x >> P) + (slot - cum)
+//   lanes with x < 2^31 read the next words, in lane order
+//
+// x >> P has up to 51 bits, so freq * (x >> P) is two 32x32->64 multiplies (_mm256_mul_epu32
+// reads the low 32 bits of each lane, which is why freq is the low half of the entry):
+// lo(q)*f + (hi(q)*f << 32), exact because the product is < 2^63.
+//
+// Renormalization keeps the spec's read order. Within a round the lanes read from one word
+// stream in order j = 0, 1, ...: lane j's word is the k-th word after the pointer, k = the
+// number of lower lanes that also read. movemask of the "x < L" compare gives a 4-bit mask; a
+// 16-entry table turns it into a permutation that moves word k into lane j (the high 32 bits of
+// each 64-bit lane come from a zero word), and the pointer advances by popcount(mask) words.
+// The loop reads 16 bytes per vector unconditionally, so it runs only while a round's 8 (or 4)
+// words are inside the payload; the caller finishes with the bounds-checked scalar path.
+#include <cstdint>
+#include <cstring>
+
+#include "rans.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define GP_RANS_X86 1
+#define GP_TARGET_AVX2 __attribute__((target("avx2")))
+#endif
+
+namespace golfpack {
+namespace rans {
+
+#ifdef GP_RANS_X86
+namespace {
+
+struct alignas(32) PermTable {
+  int32_t idx[16][8];  // mask -> permutevar8x32 indices (word k -> low half of lane j)
+  uint32_t words[16];  // mask -> popcount(mask) * 4 bytes
+};
+
+constexpr PermTable make_perm() {
+  PermTable t{};
+  for (int m = 0; m < 16; ++m) {
+    int k = 0;
+    for (int j = 0; j < 4; ++j) {
+      if (m & (1 << j)) {
+        t.idx[m][2 * j] = k++;  // word k of the 16-byte load
+      } else {
+        t.idx[m][2 * j] = 4;  // a zero (discarded by the blend anyway)
+      }
+      t.idx[m][2 * j + 1] = 4;  // high half: dwords 4..7 of the source are zero
+    }
+    t.words[m] = uint32_t(4 * k);
+  }
+  return t;
+}
+
+constexpr PermTable kPerm = make_perm();
+
+struct Consts {
+  __m256i mask_p, low, m16;
+  __m128i shift_p;
+};
+
+// One lane group (4 lanes) of one round, up to the renormalization. Returns the new states
+// before renormalization; `e` receives the gathered entries (symbols in byte 6 of each lane).
+GP_TARGET_AVX2 inline __m256i step(__m256i x, const long long* entries, const Consts& c, __m256i& e) {
+  // The lookup goes through memory: store the 4 slots, 4 scalar table loads, 4 scalar
+  // stores, one vector load. Not _mm256_i64gather_epi64: on the EPYC (Zen 4) VM this was
+  // written on, a 4-element gather cost ~8 ns even with 4 independent chains (benchmarks/
+  // RESULTS.md, "Fast decode"), and extract/insert sequences cost more ALU uops than this
+  // path, which runs on the load/store ports (the failed store-to-load forward adds latency,
+  // which the interleaved streams hide).
+  alignas(32) uint64_t sl[4], ev[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(sl), _mm256_and_si256(x, c.mask_p));
+  ev[0] = uint64_t(entries[sl[0]]);
+  ev[1] = uint64_t(entries[sl[1]]);
+  ev[2] = uint64_t(entries[sl[2]]);
+  ev[3] = uint64_t(entries[sl[3]]);
+  e = _mm256_load_si256(reinterpret_cast<const __m256i*>(ev));
+  const __m256i q = _mm256_srl_epi64(x, c.shift_p);
+  const __m256i lo = _mm256_mul_epu32(q, e);
+  const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(q, 32), e);
+  const __m256i bias = _mm256_and_si256(_mm256_srli_epi64(e, 32), c.m16);
+  return _mm256_add_epi64(_mm256_add_epi64(lo, _mm256_slli_epi64(hi, 32)), bias);
+}
+
+// Renormalize the lanes below L with the next words at wp (16 readable bytes guaranteed).
+GP_TARGET_AVX2 inline __m256i renorm(__m256i x, const uint8_t*& wp, const Consts& c) {
+  const __m256i need = _mm256_cmpgt_epi64(c.low, x);  // x < 2^63, so the signed compare is exact
+  const int m = _mm256_movemask_pd(_mm256_castsi256_pd(need));
+  const __m256i words = _mm256_inserti128_si256(
+      _mm256_setzero_si256(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(wp)), 0);
+  const __m256i placed = _mm256_permutevar8x32_epi32(
+      words, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPerm.idx[m])));
+  wp += kPerm.words[m];
+  return _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi64(x, 32), placed), need);
+}
+
+template <int V>  // lane groups: 1 (4 lanes) or 2 (8 lanes)
+GP_TARGET_AVX2 uint64_t rounds_avx2(int P, uint64_t* xs, const uint8_t*& wp_ref, const uint8_t* we,
+                                    const uint64_t* table, uint8_t* out, uint64_t rounds) {
+  const long long* entries = reinterpret_cast<const long long*>(table);
+  Consts c;
+  c.mask_p = _mm256_set1_epi64x((1ll << P) - 1);
+  c.low = _mm256_set1_epi64x(int64_t(kStateLow));
+  c.m16 = _mm256_set1_epi64x(0xFFFF);
+  c.shift_p = _mm_cvtsi32_si128(P);
+  // Symbol bytes: byte 6 of each 64-bit lane (bytes 6 and 14 of each 128-bit half). Group 0's
+  // lanes 0,1 | 2,3 go to output bytes 0,1 | 2,3; group 1's to bytes 4,5 | 6,7. The two halves
+  // are then ORed together.
+  const __m256i sel0 = _mm256_setr_epi8(6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+  __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs));
+  __m256i x1 = V == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + 4)) : x0;
+  const uint8_t* wp = wp_ref;
+  uint64_t r = 0;
+  for (; r < rounds && we - wp >= 16 * V; ++r) {
+    __m256i e0, e1;
+    x0 = step(x0, entries, c, e0);
+    if (V == 2) x1 = step(x1, entries, c, e1);
+    x0 = renorm(x0, wp, c);
+    if (V == 2) x1 = renorm(x1, wp, c);
+    __m256i sym = _mm256_shuffle_epi8(e0, sel0);
+    if (V == 2) sym = _mm256_or_si256(sym, _mm256_shuffle_epi8(e1, sel1));
+    const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
+    if (V == 2) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 8 * r), s);
+    } else {
+      const uint32_t v = uint32_t(_mm_cvtsi128_si32(s));
+      std::memcpy(out + 4 * r, &v, 4);
+    }
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs), x0);
+  if (V == 2) _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs + 4), x1);
+  wp_ref = wp;
+  return r;
+}
+
+// S independent 8-lane streams in one loop. One stream's rounds form a dependency chain of
+// ~40 cycles (gather, multiplies, compare, movemask, permutation); a single stream leaves the
+// core mostly idle, so decoding several streams (tensors) together multiplies the throughput
+// of one core until it runs out of issue slots, without any change to the format.
+template <int S>
+GP_TARGET_AVX2 uint64_t rounds_multi(AvxStream* st, uint64_t rounds) {
+  Consts c[S];
+  __m256i x0[S], x1[S];
+  const uint8_t* wp[S];
+  const long long* entries[S];
+  for (int k = 0; k < S; ++k) {
+    c[k].mask_p = _mm256_set1_epi64x((1ll << st[k].P) - 1);
+    c[k].low = _mm256_set1_epi64x(int64_t(kStateLow));
+    c[k].m16 = _mm256_set1_epi64x(0xFFFF);
+    c[k].shift_p = _mm_cvtsi32_si128(st[k].P);
+    x0[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x));
+    x1[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 4));
+    wp[k] = st[k].wp;
+    entries[k] = reinterpret_cast<const long long*>(st[k].entries);
+  }
+  const __m256i sel0 = _mm256_setr_epi8(6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+  uint64_t r = 0;
+  for (; r < rounds; ++r) {
+    bool room = true;
+    for (int k = 0; k < S; ++k) room &= st[k].we - wp[k] >= 32;
+    if (!room) break;
+    __m256i e0[S], e1[S];
+    for (int k = 0; k < S; ++k) {
+      x0[k] = step(x0[k], entries[k], c[k], e0[k]);
+      x1[k] = step(x1[k], entries[k], c[k], e1[k]);
+    }
+    for (int k = 0; k < S; ++k) {
+      x0[k] = renorm(x0[k], wp[k], c[k]);
+      x1[k] = renorm(x1[k], wp[k], c[k]);
+      const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0[k], sel0), _mm256_shuffle_epi8(e1[k], sel1));
+      const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(st[k].out + 8 * r), s);
+    }
+  }
+  for (int k = 0; k < S; ++k) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x), x0[k]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x + 4), x1[k]);
+    st[k].wp = wp[k];
+  }
+  return r;
+}
+
+}  // namespace
+
+uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, const uint8_t* we,
+                            const uint64_t* entries, uint8_t* out, uint64_t rounds) {
+  if (lanes == 8) return rounds_avx2<2>(P, x, wp, we, entries, out, rounds);
+  if (lanes == 4) return rounds_avx2<1>(P, x, wp, we, entries, out, rounds);
+  return 0;  // other lane counts: the caller's scalar loops
+}
+
+uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds) {
+  switch (n) {
+    case 1: return rounds_multi<1>(streams, rounds);
+    case 2: return rounds_multi<2>(streams, rounds);
+    case 3: return rounds_multi<3>(streams, rounds);
+    case 4: return rounds_multi<4>(streams, rounds);
+    default: return 0;
+  }
+}
+
+#else  // not x86: never called (cpu_has_avx2() is false), defined so the build links
+
+uint64_t decode_rounds_avx2(int, int, uint64_t*, const uint8_t*&, const uint8_t*, const uint64_t*,
+                            uint8_t*, uint64_t) {
+  return 0;
+}
+uint64_t decode_rounds_avx2_multi(AvxStream*, int, uint64_t) { return 0; }
+
+#endif
+
+}  // namespace rans
+}  // namespace golfpack

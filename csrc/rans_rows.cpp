@@ -1,0 +1,284 @@
+// rans_rows.cpp: rANS symbol streams decoded straight into the packed inference layout
+// (issue 8). Python: golfpack._C.rans_decode_rows(jobs, threads=1).
+//
+// A job is one int stream of a [rows, cols] tensor stored as rANS symbols u = s + 128
+// (codec/coders.py, RANS_SYMBOL_OFFSET) with b-bit symbols s. Its output is the layout
+// PackedLinear takes (qmatmul.h): rows of packed_row_stride(cols, b) bytes, LSB-first b-bit
+// fields, zero padding. The int8 symbol array of the whole tensor never exists: each stream is
+// decoded in pieces of kPiece symbols into a small buffer that stays in L1, hashed for the
+// integrity tag and packed row by row while it is hot.
+//
+// Throughput: one stream is a chain of dependent rounds, so each worker keeps up to 4 jobs in
+// flight and decodes one piece of each per step with the interleaved AVX2 loop
+// (Decoder::run_group). `threads` workers share the job list.
+//
+// Validation is the same as rans_decode followed by coders._check_symbol_range: every
+// stream-level check of RANS.md (the symbols must also fit b bits; that error is reported after
+// the stream's own checks, as the two-step path reported it). A failing job yields an error
+// string in its result slot; the other jobs still decode.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bitpack.h"
+#include "byteview.h"
+#include "qmatmul.h"
+#include "rans.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace py = pybind11;
+
+namespace golfpack {
+namespace {
+
+constexpr int kSymbolOffset = 128;   // u = s + 128 (coders.RANS_SYMBOL_OFFSET)
+constexpr uint64_t kPiece = 16384;   // symbols per decode step: buffer + table stay in L1/L2
+constexpr int kInFlight = 4;         // jobs interleaved per worker (Decoder::run_group)
+
+struct Job {
+  std::unique_ptr<ByteView> in;
+  rans::Plan plan;
+  uint64_t rows = 0, cols = 0;
+  int bits = 0;
+  uint8_t* out = nullptr;  // rows * stride bytes
+  int64_t stride = 0;
+  bool check_range = false;  // the table lists a symbol outside the b-bit range
+  std::string error;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+// 6-bit fields, 32 symbols -> 24 bytes per step: pairs of 6-bit values merge into 12-bit
+// values (maddubs by 1, 64), pairs of those into 24-bit values (madd by 1, 4096), and a byte
+// shuffle keeps the 3 low bytes of each 32-bit lane. Each half writes 16 bytes of which 12 are
+// data, so it runs only while those writes stay inside the row's stride (the caller zeroes the
+// padding afterwards). Returns the symbols packed (a multiple of 32; the rest is scalar).
+__attribute__((target("avx2"))) uint64_t pack6_avx2(const uint8_t* u, uint64_t cols, uint8_t* dst,
+                                                    int64_t stride) {
+  const __m256i m6 = _mm256_set1_epi8(0x3F);
+  const __m256i mul1 = _mm256_set1_epi16(0x4001);  // bytes (1, 64)
+  const __m256i mul2 = _mm256_set1_epi32(0x10000001);  // int16 (1, 4096)
+  const __m256i take3 = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                                         0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  uint64_t k = 0;
+  for (; k + 32 <= cols && int64_t(k / 32 * 24 + 28) <= stride; k += 32) {
+    const __m256i v = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + k)), m6);
+    const __m256i w = _mm256_shuffle_epi8(_mm256_madd_epi16(_mm256_maddubs_epi16(v, mul1), mul2), take3);
+    uint8_t* o = dst + k / 32 * 24;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(w));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 12), _mm256_extracti128_si256(w, 1));
+  }
+  return k;
+}
+#endif
+
+// Pack one row of u-coded symbols (u = s + 128) into b-bit fields and zero the padding.
+// For b <= 7, 128 is a multiple of 2^b, so (u - 128) & mask == u & mask: the packer's masking
+// of u gives the two's-complement field of s directly. For b = 8 the field is u ^ 0x80.
+void pack_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t stride, bool avx2) {
+  size_t used;
+  if (bits == 8) {
+    for (uint64_t k = 0; k < cols; ++k) dst[k] = uint8_t(u[k] ^ 0x80);
+    used = size_t(cols);
+  } else {
+    uint64_t k = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    if (bits == 6 && avx2) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
+#endif
+    bitpack::pack(reinterpret_cast<const int8_t*>(u + k), size_t(cols - k), bits, dst + k * bits / 8);
+    used = bitpack::packed_size(size_t(cols), bits);
+  }
+  std::memset(dst + used, 0, size_t(stride) - used);
+}
+
+struct Slot {
+  Job* job = nullptr;
+  std::unique_ptr<rans::Decoder> dec;
+  rans::SymbolHasher hasher;
+  std::vector<uint8_t> buf;  // [carried partial row][new piece]
+  uint64_t carry = 0;        // symbols of an unfinished row at the front of buf
+  uint64_t decoded = 0;
+  uint64_t row = 0;          // next row to pack
+  bool out_of_range = false;
+  uint8_t lo_ok = 0, hi_ok = 0;  // valid u range
+};
+
+void start(Slot& s, Job* job) {
+  s.job = job;
+  s.dec.reset(new rans::Decoder(job->plan));
+  s.hasher = rans::SymbolHasher();
+  s.buf.assign(size_t(std::min<uint64_t>(kPiece, job->plan.count) + job->cols), 0);
+  s.carry = s.decoded = s.row = 0;
+  s.out_of_range = false;
+  const int half = 1 << (job->bits - 1);
+  s.lo_ok = uint8_t(kSymbolOffset - half);
+  s.hi_ok = uint8_t(kSymbolOffset + half - 1);
+}
+
+// After a piece landed at buf[carry, carry + n): hash it, check its range, pack full rows.
+void consume(Slot& s, uint64_t n, bool avx2) {
+  Job& j = *s.job;
+  uint8_t* piece = s.buf.data() + s.carry;
+  s.hasher.update(piece, n);
+  if (j.check_range && !s.out_of_range) {
+    uint8_t bad = 0;
+    for (uint64_t k = 0; k < n; ++k) bad |= uint8_t(piece[k] < s.lo_ok || piece[k] > s.hi_ok);
+    s.out_of_range = bad != 0;
+  }
+  s.decoded += n;
+  const uint64_t have = s.carry + n;
+  uint64_t k = 0;
+  for (; k + j.cols <= have; k += j.cols, ++s.row)
+    pack_row(s.buf.data() + k, j.cols, j.bits, j.out + int64_t(s.row) * j.stride, j.stride, avx2);
+  s.carry = have - k;
+  if (s.carry) std::memmove(s.buf.data(), s.buf.data() + k, size_t(s.carry));
+}
+
+void finish(Slot& s) {
+  Job& j = *s.job;
+  s.dec->finish(s.hasher.finish());
+  if (s.out_of_range)
+    throw std::runtime_error("rans stream decodes symbols outside the " + std::to_string(j.bits) + "-bit range");
+}
+
+// One worker: keeps up to kInFlight jobs decoding together until the shared list is empty.
+void worker(std::vector<Job>& jobs, std::atomic<size_t>& next) {
+  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;  // same switch as the decoder
+  Slot slots[kInFlight];
+  for (;;) {
+    for (Slot& s : slots) {
+      while (!s.job) {
+        const size_t k = next.fetch_add(1);
+        if (k >= jobs.size()) break;
+        Job& j = jobs[k];
+        if (!j.error.empty()) continue;
+        try {
+          start(s, &j);
+          if (j.plan.count == 0) {  // an empty stream: nothing to decode or pack
+            s.dec->finish(0);
+            s.job = nullptr;
+          }
+        } catch (const std::exception& e) {
+          j.error = e.what();
+          s.job = nullptr;
+        }
+      }
+    }
+    rans::Decoder* ds[kInFlight];
+    uint8_t* outs[kInFlight];
+    uint64_t ns[kInFlight];
+    Slot* act[kInFlight];
+    int m = 0;
+    for (Slot& s : slots) {
+      if (!s.job) continue;
+      act[m] = &s;
+      ds[m] = s.dec.get();
+      outs[m] = s.buf.data() + s.carry;
+      ns[m] = std::min(kPiece, s.job->plan.count - s.decoded);
+      ++m;
+    }
+    if (m == 0) return;
+    std::string errs[kInFlight];
+    rans::Decoder::run_group(ds, outs, ns, m, errs);
+    for (int i = 0; i < m; ++i)
+      if (!errs[i].empty()) {
+        act[i]->job->error = errs[i];
+        act[i]->job = nullptr;
+      }
+    for (int i = 0; i < m; ++i) {
+      Slot* s = act[i];
+      if (!s->job) continue;
+      consume(*s, ns[i], avx2);
+      if (s->decoded == s->job->plan.count) {
+        try {
+          finish(*s);
+        } catch (const std::exception& e) {
+          s->job->error = e.what();
+        }
+        s->job = nullptr;
+      }
+    }
+  }
+}
+
+uint64_t as_size(const py::handle& h, const char* what) {
+  if (!PyLong_Check(h.ptr())) throw py::type_error(std::string(what) + " must be an int");
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
+  if (overflow || v < 0 || uint64_t(v) > rans::kMaxCount)
+    throw py::value_error(std::string(what) + " must be in [0, 2^40]");
+  return uint64_t(v);
+}
+
+py::list decode_rows_py(const py::sequence& specs, int threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  std::vector<Job> jobs(specs.size());
+  py::list results;
+  std::vector<py::object> arrays(jobs.size());
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
+    if (spec.size() != 4) throw py::value_error("each job must be (data, rows, cols, bits)");
+    Job& j = jobs[k];
+    j.in.reset(new ByteView(spec[0], "rANS stream"));
+    j.rows = as_size(spec[1], "rows");
+    j.cols = as_size(spec[2], "cols");
+    j.bits = py::cast<int>(spec[3]);
+    if (j.bits < qlayout::kMinBits || j.bits > qlayout::kMaxBits)
+      throw py::value_error("bits must be 2..8, got " + std::to_string(j.bits));
+    if (j.cols && j.rows > rans::kMaxCount / j.cols)
+      throw py::value_error("rows * cols exceeds the 2^40 symbol cap");
+    j.stride = qlayout::packed_row_stride(int64_t(j.cols), j.bits);
+    try {
+      j.plan = rans::prepare(j.in->data(), j.in->size(), j.rows * j.cols);
+      const rans::Table& t = j.plan.table;
+      const int half = 1 << (j.bits - 1);
+      j.check_range = t.precision && (t.lo < kSymbolOffset - half || t.hi > kSymbolOffset + half - 1);
+    } catch (const rans::Error& e) {
+      j.error = e.what();
+      arrays[k] = py::none();
+      continue;
+    }
+    py::array_t<uint8_t> a({py::ssize_t(j.rows), py::ssize_t(j.stride)});
+    j.out = a.mutable_data();
+    arrays[k] = a;
+  }
+  {
+    py::gil_scoped_release nogil;
+    std::atomic<size_t> next{0};
+    const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs.size(), 1)));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n; ++t) pool.emplace_back([&] { worker(jobs, next); });
+    worker(jobs, next);
+    for (auto& th : pool) th.join();
+  }
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    if (!jobs[k].error.empty())
+      results.append(py::str(jobs[k].error));
+    else
+      results.append(arrays[k]);
+  }
+  return results;
+}
+
+}  // namespace
+
+void register_rans_rows(py::module_& m) {
+  m.def("rans_decode_rows", &decode_rows_py, py::arg("jobs"), py::arg("threads") = 1,
+        "rans_decode_rows(jobs: [(data, rows, cols, bits)], threads: int = 1) -> list\n\n"
+        "Decode rANS int streams (symbols u = s + 128, s of `bits` bits) straight into the packed\n"
+        "row layout of qpack_rows: uint8 [rows, qrow_stride(cols, bits)]. Validates each stream\n"
+        "as rans_decode does, plus the symbol range. Each result is the array, or a str naming\n"
+        "the problem of that stream ('rANS stream: ...'). Jobs are interleaved 4 at a time per\n"
+        "worker (AVX2) and shared among `threads` workers; the GIL is released while decoding.");
+}
+
+}  // namespace golfpack
