@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import zstandard
 
+from golfpack import _C
 from golfpack.codec import schemes as _schemes
 from golfpack.codec.coders import FLOAT_TYPES, StreamType, decode_stream
 from golfpack.errors import FormatError, GolfpackError
@@ -38,6 +39,9 @@ MAX_NDIM = 8
 # from a few bytes, so the element total is capped. 2^30 (~1.07 G parameters, 4 GiB as fp32)
 # is far above anything a 16 MB budget holds and keeps decoding inside a small machine's memory.
 MAX_TOTAL_ELEMENTS = 1 << 30
+# zlib's CRC-32, computed with PCLMULQDQ when the CPU has it (several times the system zlib's
+# speed on a 16 MB artifact; benchmarks/RESULTS.md "Fast decode").
+_crc32 = _C.crc32 if _C.crc32_simd else zlib.crc32
 # Sizes, offsets, lengths and shape dims: 2^40 (1 TiB) is far past any artifact, and keeps every
 # sum and product of these fields small and exact (FORMAT.md section 2).
 MAX_SIZE_FIELD = 1 << 40
@@ -109,11 +113,22 @@ class TensorEntry:
         return sum(s.length for s in self.streams.values())
 
     def stream_bytes(self, role: str) -> bytes:
+        return bytes(self.stream_view(role))
+
+    def stream_view(self, role: str) -> memoryview:
+        """The stream's stored bytes, CRC-checked, without a copy (a view of the artifact buffer)."""
         s = self.streams[role]
-        b = bytes(self._payload[s.offset : s.offset + s.length])
-        if zlib.crc32(b) != s.crc32:
+        b = self._payload[s.offset : s.offset + s.length]
+        if _crc32(b) != s.crc32:
             raise FormatError(f"tensor {self.name!r}: {role} stream checksum mismatch (artifact is corrupt)")
         return b
+
+    @property
+    def packs_directly(self) -> bool:
+        """True when `packed_rows` can decode this tensor's symbols straight into packed rows:
+        a 2-D int_rowscale tensor whose symbols are rANS-coded."""
+        return (self.is_quantized and self.kind == "int_rowscale" and len(self.shape) == 2
+                and self.streams["symbols"].coder == "rans")
 
     def _decode(self, role: str) -> np.ndarray:
         s = self.streams[role]
@@ -168,6 +183,28 @@ class TensorEntry:
         if not self.is_quantized:
             return self.float_data().to(dtype).contiguous()
         return _schemes.dequantize(self.scheme, self.shape, dtype, self._decode, self._float)
+
+
+def packed_rows(entries: list[TensorEntry], threads: int = 1) -> list[np.ndarray]:
+    """Symbols of tensors with `packs_directly`, decoded straight into PackedLinear's row layout.
+
+    One uint8 array [rows, ceil(cols*bits/8) rounded up to 16] per entry, bit for bit
+    golfpack._C.qpack_rows(entry.symbols(), bits), without the int8 symbol array ever existing.
+    Same validation as `symbols()` (CRC, every rANS stream check, the symbol range); the first
+    bad stream raises FormatError naming its tensor. The streams are decoded several at a time
+    per core (golfpack._C.rans_decode_rows); `threads` > 1 spreads them over more cores.
+    """
+    jobs = []
+    for e in entries:
+        if not e.packs_directly:
+            raise GolfpackError(f"tensor {e.name!r} cannot be decoded straight into packed rows")
+        s = e.streams["symbols"]
+        jobs.append((e.stream_view("symbols"), e.shape[0], e.shape[1], s.type.bits))
+    out = _C.rans_decode_rows(jobs, threads)
+    for e, r in zip(entries, out):
+        if isinstance(r, str):
+            raise FormatError(f"tensor {e.name!r}: symbols stream: {r}")
+    return out
 
 
 def _float_tensor(values: np.ndarray, kind: str) -> torch.Tensor:
@@ -382,7 +419,7 @@ def parse_artifact(buf: bytes | memoryview) -> Artifact:
     _req(raw <= MAX_MANIFEST_BYTES, f"header: manifest size {raw} exceeds the {MAX_MANIFEST_BYTES}-byte limit")
     _req(HEADER_SIZE + stored <= n, f"truncated: header announces a {stored}-byte manifest, file has {n - HEADER_SIZE} bytes after the header")
     stored_b = bytes(mv[HEADER_SIZE : HEADER_SIZE + stored])
-    _req(zlib.crc32(stored_b, zlib.crc32(bytes(mv[: HEADER_SIZE - 4]))) == crc, "header checksum mismatch (artifact header or manifest is corrupt)")
+    _req(_crc32(stored_b, _crc32(bytes(mv[: HEADER_SIZE - 4]))) == crc, "header checksum mismatch (artifact header or manifest is corrupt)")
     if coding == MANIFEST_ZSTD:
         from golfpack.codec.coders import _bounded_zstd
 

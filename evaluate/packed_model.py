@@ -23,6 +23,7 @@ to it by the dense loader but not here).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,20 +31,31 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from golfpack.errors import GolfpackError
+from golfpack.errors import FormatError, GolfpackError
+
+
+def _no_timer(stage: str):
+    return contextlib.nullcontext()
 
 
 class _Source:
     """Per-tensor access: row-quantized (symbols, scales, bits) or a dequantized float tensor."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, timer=_no_timer):
         from golfpack.checkpoint import is_artifact
 
         self.path = path
+        self._packed: dict[str, np.ndarray] = {}
         if is_artifact(path):
-            from golfpack.codec.container import read_artifact
+            from golfpack.codec.container import parse_artifact
 
-            art = read_artifact(path)
+            with timer("read"):
+                buf = path.read_bytes()
+            with timer("manifest"):
+                try:
+                    art = parse_artifact(buf)
+                except FormatError as e:
+                    raise FormatError(f"{path}: {e}") from None
             self.config = art.config
             self._entries = art.tensors
             self.kind = "artifact"
@@ -77,6 +89,27 @@ class _Source:
             return None
         sym = q.symbols.numpy()
         return sym, q.scale, _bits_for(sym)
+
+    def prefetch_packed(self, names: list[str], threads: int, timer=_no_timer) -> None:
+        """Decode the rANS symbols of these row-quantized tensors straight into packed rows, all in
+        one native call (several streams interleaved per core, `threads` cores); `packed(name)`
+        then serves them. Tensors that cannot take this path are skipped (they decode as before)."""
+        if self.kind != "artifact":
+            return
+        from golfpack.codec.container import packed_rows
+
+        entries = [self._entries[n] for n in names if self._entries[n].packs_directly]
+        with timer("crc+rans+pack"):
+            rows = packed_rows(entries, threads)
+        self._packed.update((e.name, r) for e, r in zip(entries, rows))
+
+    def packed(self, name: str) -> tuple[np.ndarray, torch.Tensor, int] | None:
+        """(packed rows, scales [N], bits) of a prefetched tensor, else None."""
+        rows = self._packed.get(name)
+        if rows is None:
+            return None
+        e = self._entries[name]
+        return rows, e.scales(), int(e.bits)
 
     def lowrank(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """float32 LQER factors (A [N, r], B [r, K]) exactly as decoding computes them, or None."""
@@ -113,24 +146,45 @@ def _bits_for(symbols: np.ndarray) -> int:
     return b
 
 
+def _scales_f32(scales: torch.Tensor, n: int, name: str) -> torch.Tensor:
+    """Row scales as PackedLinear keeps them, checked as pack_linear_weights checks them."""
+    s = scales.to(torch.float32).contiguous()
+    if s.shape != (n,):
+        raise GolfpackError(f"{name}: scales must have shape ({n},), got {tuple(s.shape)}")
+    if not torch.isfinite(s).all():
+        raise GolfpackError(f"{name}: scales contain NaN or infinity")
+    return s
+
+
 def load_packed(
     path: str | os.PathLike,
     config: Any = None,
     device: str | torch.device = "cpu",
+    threads: int = 1,
+    fused: bool = True,
+    timer=_no_timer,
 ):
     """GPT with PackedLinear layers for every row-quantized linear weight of `path`.
 
     Config precedence as golfpack.model.load: the argument, the stored config,
     then inference from the tensor shapes. Returns the model in eval mode.
+
+    fused (default): the rANS symbols of the packed layers are decoded straight into packed
+    rows in one native call (golfpack.codec.container.packed_rows; `threads` cores).
+    fused=False: the per-tensor path (decode int8 symbols, then pack), the same weights bit for
+    bit; the decode benchmark measures it as its baseline. `timer(stage)` is a context-manager
+    factory the benchmark passes to time the stages (read, manifest, crc+rans+pack, ...).
     """
     from golfpack.model import GPT
     from golfpack.model.load import as_config, infer_config, strip_wrapper_prefixes
     from golfpack.model.packed import PackedEmbedding, PackedLinear
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise GolfpackError(f"threads must be a positive integer, got {threads!r}")
     path = Path(path)
     if not path.exists():
         raise GolfpackError(f"{path}: no such file")
-    src = _Source(path)
+    src = _Source(path, timer)
     # Names as the model sees them (wrapper prefixes such as "module." stripped).
     shapes = {src_name: torch.empty(src.shape(src_name), device="meta") for src_name in src.names}
     stripped = strip_wrapper_prefixes(shapes)
@@ -144,7 +198,7 @@ def load_packed(
     else:
         cfg = infer_config(stripped)
 
-    with torch.device("meta"):
+    with timer("model"), torch.device("meta"):
         model = GPT(cfg)
     expected = {k: v for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(renamed))
@@ -161,40 +215,68 @@ def load_packed(
             )
 
     consumed: set[str] = set()
+    emb_key = "tok_emb.weight"
+    if fused:
+        # Every linear slot's weight and the token table: what pack() below may pack. Prefetching
+        # them together lets the native decoder interleave streams (and spread them on threads).
+        candidates = [renamed[n + ".weight"] for n in model.linear_names if n + ".weight" in renamed]
+        src.prefetch_packed(candidates + [renamed[emb_key]], threads, timer)
+
+    def build(key: str, **lowrank) -> "PackedLinear | None":
+        """PackedLinear of a row-quantized weight: from prefetched packed rows, else from symbols."""
+        name = renamed[key]
+        pre = src.packed(name)
+        if pre is not None:
+            with timer("scales"):
+                rows, scales, bits = pre
+                s = _scales_f32(scales, rows.shape[0], name)
+            with timer("model"):
+                return PackedLinear(torch.from_numpy(rows), s, bits, src.shape(name)[1], **lowrank)
+        with timer("decode (unfused)"):
+            rq = src.row_quantized(name)
+        if rq is None:
+            return None
+        symbols, scales, bits = rq
+        with timer("pack (unfused)"):
+            return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits, **lowrank)
 
     def pack(slot: str, module: torch.nn.Module):
         key = slot + ".weight"
         if getattr(module, "bias", None) is not None:
             return None  # golfpack linears are bias-free; keep anything else dense
-        rq = src.row_quantized(renamed[key])
-        if rq is None:
-            return None
-        symbols, scales, bits = rq
+        if src.kind == "artifact":
+            e = src._entries[renamed[key]]
+            if not (e.is_quantized and e.kind == "int_rowscale" and len(e.shape) == 2):
+                return None
         lr = src.lowrank(renamed[key])
         if lr is not None and src.dtype(renamed[key]) != torch.float32:
             return None  # the dense loader rounds W_hat + A.B to a narrower dtype; stay exact: dense
-        consumed.add(key)
         a, b = lr if lr is not None else (None, None)
-        return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits, lowrank_a=a, lowrank_b=b)
+        layer = build(key, lowrank_a=a, lowrank_b=b)
+        if layer is not None:
+            consumed.add(key)
+        return layer
 
-    n_packed = model.replace_linears(pack)
+    with timer("model"):
+        n_packed = model.replace_linears(pack)
     # The token table (and tied head) stays packed too, rounded to its source dtype.
-    emb_key = "tok_emb.weight"
-    rq = src.row_quantized(renamed[emb_key])
-    if rq is not None and src.lowrank(renamed[emb_key]) is None:  # a table with an LQER term stays dense
-        symbols, scales, bits = rq
-        table = PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits)
-        model.tok_emb = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
-        consumed.add(emb_key)
+    if src.lowrank(renamed[emb_key]) is None:  # a table with an LQER term stays dense
+        table = build(emb_key)
+        if table is not None:
+            with timer("model"):
+                model.tok_emb = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
+            consumed.add(emb_key)
     rest = {}
-    for name, want in model.state_dict().items():
-        if name in consumed or not want.is_meta:
-            continue
-        t = src.dequantize(renamed[name])
-        if not t.is_floating_point():
-            raise GolfpackError(f"{path}: {name} has dtype {t.dtype}; expected floats")
-        rest[name] = t.to(want.dtype).contiguous()
-    model.load_state_dict(rest, strict=False, assign=True)
+    with timer("other tensors"):
+        for name, want in model.state_dict().items():
+            if name in consumed or not want.is_meta:
+                continue
+            t = src.dequantize(renamed[name])
+            if not t.is_floating_point():
+                raise GolfpackError(f"{path}: {name} has dtype {t.dtype}; expected floats")
+            rest[name] = t.to(want.dtype).contiguous()
+    with timer("model"):
+        model.load_state_dict(rest, strict=False, assign=True)
     still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if still_meta:  # a slot neither packed nor loaded: a bug, not a user error
         raise RuntimeError(f"load_packed left tensors unmaterialized: {still_meta[:5]}")

@@ -1,0 +1,234 @@
+"""Fast decode: an artifact, in process, to inference-ready packed weights (issue 8).
+
+    golfpack bench decode ART [--reps 5] [--threads 1] [--json]
+
+One rep = golfpack.evaluate.packed_model.load_packed(ART): read the file, parse and check the
+manifest, CRC every stream, decode the rANS symbols straight into PackedLinear's packed rows,
+widen the scales, decode the remaining (float) tensors and build the GPT around them: exactly
+what `golfpack eval` runs on. Measured in the same run, interleaved rep by rep so that load on
+a shared machine hits all alike:
+
+  fused     the default path (rANS -> packed rows in one native call; AVX2 when the CPU has it)
+  scalar    the same with the rANS/pack inner loops forced to scalar (only on an AVX2 CPU)
+  unfused   the per-tensor path (decode int8 symbols, then qpack_rows): the pre-issue-8 baseline
+
+Each gets the median wall time and the median CPU time of the process (all threads), and the
+median CPU time per stage (exclusive: a stage nested in another is not counted twice). The packed
+weights of every configuration are checked identical. `kernel` times the native calls alone on
+the artifact's symbol streams (MB = 10^6 symbols per second of thread CPU time), and `crc` the
+stream checksums with zlib vs golfpack._C.crc32.
+
+JSON keys: artifact_bytes, symbols, decode_ms_median (fused, wall), decode_cpu_ms_median,
+threads, reps, isa, stages_cpu_ms, configs {name: {...}}, ratios, kernel, crc.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+from golfpack.errors import GolfpackError
+
+
+class StageTimer:
+    """timer(stage) context managers with exclusive times: entering a nested stage pauses the outer.
+
+    `clock` is time.process_time by default: CPU time of the process (all threads). On a shared
+    machine wall time mostly measures the other tenants; CPU time is what the decode costs."""
+
+    def __init__(self, clock=time.process_time):
+        self.clock = clock
+        self.ms: dict[str, float] = defaultdict(float)
+        self._stack: list[list] = []
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        now = self.clock()
+        if self._stack:
+            outer = self._stack[-1]
+            self.ms[outer[0]] += (now - outer[1]) * 1e3
+        self._stack.append([stage, now])
+        try:
+            yield
+        finally:
+            now = self.clock()
+            name, t0 = self._stack.pop()
+            self.ms[name] += (now - t0) * 1e3
+            if self._stack:
+                self._stack[-1][1] = now
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("artifact", help="golfpack artifact (benchmarks/make_decode_artifact.py writes a ~15 MB one)")
+    ap.add_argument("--reps", type=int, default=5, help="timed reps per configuration (median; default 5)")
+    ap.add_argument("--threads", type=int, default=1, help="decode threads of the fused path (default 1)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unfused and scalar configurations")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def main(argv=None) -> int:
+    """Script entry point: the same command as `golfpack bench decode` (one-line errors, exit 2)."""
+    from golfpack.cli import main as gp_main
+
+    return gp_main(["bench", "decode", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _one(path: Path, threads: int, fused: bool):
+    from golfpack.evaluate.packed_model import load_packed
+
+    timer = StageTimer()
+    w0, c0 = time.perf_counter(), time.process_time()
+    model = load_packed(path, threads=threads, fused=fused, timer=timer)
+    wall, cpu = (time.perf_counter() - w0) * 1e3, (time.process_time() - c0) * 1e3
+    return model, wall, cpu, dict(timer.ms)
+
+
+def _summary(runs: list[tuple[float, float, dict]]) -> dict:
+    stages = sorted({k for _, _, st in runs for k in st})
+    return {
+        "decode_ms_median": statistics.median(w for w, _, _ in runs),
+        "decode_cpu_ms_median": statistics.median(c for _, c, _ in runs),
+        "decode_ms_all": [round(w, 2) for w, _, _ in runs],
+        "stages_cpu_ms": {k: round(statistics.median(st.get(k, 0.0) for _, _, st in runs), 2) for k in stages},
+    }
+
+
+def _kernel(art, reps: int) -> dict:
+    """Native rows decode and plain rans_decode on the artifact's symbol streams, per ISA."""
+    from golfpack import _C
+
+    entries = [e for e in art.tensors.values() if e.packs_directly]
+    jobs = [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in entries]
+    n = sum(r * c for _, r, c, _ in jobs)
+    isas = ["avx2", "scalar"] if _C.rans_cpu_has_avx2() else ["scalar"]
+    prev = _C.rans_set_isa("auto")
+    best: dict[str, float] = {}
+    try:
+        for _ in range(reps):
+            for isa in isas:
+                _C.rans_set_isa(isa)
+                for what, fn in (("rows", lambda: _C.rans_decode_rows(jobs, 1)),
+                                 ("decode", lambda: [_C.rans_decode(d, r * c) for d, r, c, _ in jobs])):
+                    t = time.thread_time()
+                    fn()
+                    dt = time.thread_time() - t
+                    key = f"{what}_{isa}"
+                    best[key] = min(best.get(key, float("inf")), dt)
+    finally:
+        _C.rans_set_isa(prev)
+    out = {"streams": len(jobs), "symbols": n}
+    out.update({f"{k}_MBps": round(n / v / 1e6, 1) for k, v in best.items() if v > 0})
+    out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
+    if "rows_avx2" in best:
+        out["rows_avx2_over_scalar"] = round(best["rows_scalar"] / best["rows_avx2"], 3)
+        out["decode_avx2_over_scalar"] = round(best["decode_scalar"] / best["decode_avx2"], 3)
+    return out
+
+
+def _crc(art, reps: int) -> dict:
+    from golfpack import _C
+
+    views = [e.stream_view(r) for e in art.tensors.values() for r in e.streams]
+    best = {}
+    for _ in range(reps):
+        for name, fn in (("zlib", zlib.crc32), ("golfpack", _C.crc32)):
+            t = time.thread_time()
+            for v in views:
+                fn(v)
+            best[name] = min(best.get(name, float("inf")), time.thread_time() - t)
+    return {"bytes": sum(len(v) for v in views), "zlib_ms": round(best["zlib"] * 1e3, 2),
+            "golfpack_ms": round(best["golfpack"] * 1e3, 2), "simd": bool(_C.crc32_simd)}
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].dtype == sb[k].dtype and sa[k].shape == sb[k].shape
+                                          and bool((sa[k] == sb[k]).all()) for k in sa)
+
+
+def run(args) -> int:
+    import torch
+
+    from golfpack import _C
+    from golfpack.checkpoint import is_artifact
+    from golfpack.codec.container import read_artifact
+
+    path = Path(args.artifact)
+    if not path.is_file():
+        raise GolfpackError(f"{path}: no such artifact file")
+    if not is_artifact(path):
+        raise GolfpackError(f"{path}: not a golfpack artifact (bench decode measures artifacts only)")
+    for v, what in ((args.reps, "--reps"), (args.threads, "--threads")):
+        if v < 1:
+            raise GolfpackError(f"{what} must be >= 1, got {v}")
+    torch.set_num_threads(1)  # the headline is one core; --threads only sets the decode threads
+    art = read_artifact(path)  # validates; FormatError (exit 2) on a corrupt artifact
+    symbols = sum(e.numel for e in art.tensors.values() if e.packs_directly)
+
+    has_avx2 = _C.rans_cpu_has_avx2()
+    configs = [("fused", "auto", args.threads, True)]
+    if not args.no_baseline:
+        if has_avx2:
+            configs.append(("scalar", "scalar", args.threads, True))
+        configs.append(("unfused", "auto", 1, False))
+    prev = _C.rans_isa()
+    prev_setting = _C.rans_set_isa("auto")
+    runs: dict[str, list] = {name: [] for name, *_ in configs}
+    models = {}
+    try:
+        for name, isa, threads, fused in configs:  # warm-up: imports, page cache, allocator
+            _C.rans_set_isa(isa)
+            models[name] = _one(path, threads, fused)[0]
+        for _ in range(args.reps):
+            for name, isa, threads, fused in configs:
+                _C.rans_set_isa(isa)
+                _, wall, cpu, stages = _one(path, threads, fused)
+                runs[name].append((wall, cpu, stages))
+    finally:
+        _C.rans_set_isa(prev_setting)
+    ref = models["fused"]
+    identical = all(_same_weights(ref, m) for k, m in models.items() if k != "fused")
+    if not identical:
+        raise GolfpackError("configurations decoded different weights (a bug): refusing to report timings")
+
+    cfg = {name: _summary(r) for name, r in runs.items()}
+    head = cfg["fused"]
+    ratios = {}
+    for other in ("scalar", "unfused"):
+        if other in cfg:
+            ratios[f"{other}_over_fused_wall"] = round(cfg[other]["decode_ms_median"] / head["decode_ms_median"], 3)
+            ratios[f"{other}_over_fused_cpu"] = round(cfg[other]["decode_cpu_ms_median"] / head["decode_cpu_ms_median"], 3)
+    result = {
+        "artifact": str(path), "artifact_bytes": path.stat().st_size, "symbols": symbols,
+        "decode_ms_median": round(head["decode_ms_median"], 2),
+        "decode_cpu_ms_median": round(head["decode_cpu_ms_median"], 2),
+        "threads": args.threads, "reps": args.reps, "isa": prev, "stages_cpu_ms": head["stages_cpu_ms"],
+        "configs": cfg, "ratios": ratios, "weights_identical": identical,
+        "kernel": _kernel(art, max(args.reps, 3)) if not args.no_baseline else None,
+        "crc": _crc(art, max(args.reps, 3)) if not args.no_baseline else None,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{path}: {result['artifact_bytes']:,} bytes, {symbols:,} symbols decoded into packed rows; "
+          f"rANS ISA {prev}, {args.threads} decode thread(s), median of {args.reps}")
+    print(f"{'config':<8} {'wall ms':>9} {'cpu ms':>9}  stages (cpu ms, median)")
+    for name, c in cfg.items():
+        st = ", ".join(f"{k} {v:.1f}" for k, v in c["stages_cpu_ms"].items())
+        print(f"{name:<8} {c['decode_ms_median']:>9.1f} {c['decode_cpu_ms_median']:>9.1f}  {st}")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
+    if result["kernel"]:
+        print("kernel:", ", ".join(f"{k} {v}" for k, v in result["kernel"].items()))
+        print("crc:", ", ".join(f"{k} {v}" for k, v in result["crc"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

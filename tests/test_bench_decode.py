@@ -1,0 +1,116 @@
+"""`golfpack bench decode` and the fused decode path it measures (issue 8).
+
+The fused path (rANS symbols straight into packed rows, load_packed(fused=True)) must give the
+very same model as the per-tensor path, at every thread count and ISA, and a corrupt symbol
+stream must give one FormatError naming its tensor. The CLI: --json keys, bad input -> exit 2
+with one line. Timings are not asserted (benchmarks/RESULTS.md holds them).
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from golfpack import _C
+from golfpack.codec.container import packed_rows, read_artifact
+from golfpack.codec.encode import encode_lossless
+from golfpack.errors import FormatError
+from golfpack.evaluate.packed_model import load_packed
+from golfpack.model.packed import PackedLinear
+
+from tests.test_eval_packed import quantized_checkpoint
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    ck, _ = quantized_checkpoint(levels=20, num_layers=2)
+    p = tmp_path_factory.mktemp("bench_decode") / "tiny.golfpack"
+    p.write_bytes(encode_lossless(ck, coders=("rans",), jobs=1))
+    return p
+
+
+def same_model(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), k
+
+
+def test_fused_equals_per_tensor_path(artifact):
+    art = read_artifact(artifact)
+    direct = [e for e in art.tensors.values() if e.packs_directly]
+    assert len(direct) == 2 * 6  # every linear of the 2 blocks goes the fused way
+    ref = load_packed(artifact, fused=False)
+    for isa in ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else []):
+        prev = _C.rans_set_isa(isa)
+        try:
+            for threads in (1, 2):
+                m = load_packed(artifact, threads=threads)
+                same_model(m, ref)
+        finally:
+            _C.rans_set_isa(prev)
+    assert all(isinstance(m.get_submodule(n), PackedLinear) for n in m.linear_names)
+    for e, rows in zip(direct, packed_rows(direct)):
+        assert torch.equal(torch.from_numpy(rows), torch.from_numpy(_C.qpack_rows(e.symbols(), e.bits)))
+
+
+def test_corrupt_symbols_stream_names_the_tensor(artifact, tmp_path):
+    art = read_artifact(artifact)
+    e = next(e for e in art.tensors.values() if e.packs_directly and e.name.endswith("mlp.fc.weight"))
+    s = e.streams["symbols"]
+    data = bytearray(artifact.read_bytes())
+    pos = art.header_bytes + s.offset + s.length - 3
+    data[pos] ^= 0x20
+    bad = tmp_path / "bad.golfpack"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=f"tensor '{e.name}': symbols stream checksum mismatch"):
+        load_packed(bad)
+
+
+def test_packed_rows_rejects_other_tensors(artifact):
+    art = read_artifact(artifact)
+    other = next(e for e in art.tensors.values() if not e.packs_directly)
+    with pytest.raises(Exception, match="cannot be decoded straight into packed rows"):
+        packed_rows([other])
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "golfpack", "bench", "decode", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_json(artifact):
+    p = run_cli(artifact, "--reps", "1", "--threads", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    for key in ("artifact_bytes", "decode_ms_median", "threads", "decode_cpu_ms_median", "stages_cpu_ms",
+                "configs", "kernel", "crc", "symbols"):
+        assert key in r, key
+    assert r["artifact_bytes"] == artifact.stat().st_size and r["threads"] == 2
+    assert r["weights_identical"] is True
+    assert {"crc+rans+pack", "manifest", "read", "model"} <= set(r["stages_cpu_ms"])
+    assert "unfused" in r["configs"] and r["configs"]["unfused"]["decode_ms_median"] > 0
+    assert r["kernel"]["symbols"] == r["symbols"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.golfpack"], "no such artifact file"),
+    (["NOTART", "--reps", "1"], "not a golfpack artifact"),
+    (["ART", "--reps", "0"], "--reps must be >= 1"),
+    (["ART", "--threads", "0"], "--threads must be >= 1"),
+    (["TRUNC"], "truncated"),
+])
+def test_cli_errors_are_one_line(artifact, tmp_path, capsys, args, message):
+    from golfpack.cli import main
+
+    notart = tmp_path / "x.bin"
+    notart.write_bytes(b"not an artifact at all")
+    trunc = tmp_path / "t.golfpack"
+    trunc.write_bytes(artifact.read_bytes()[:-10])
+    subst = {"ART": artifact, "NOTART": notart, "TRUNC": trunc, "missing.golfpack": tmp_path / "missing.golfpack"}
+    rc = main(["bench", "decode", *[str(subst.get(a, a)) for a in args]])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
