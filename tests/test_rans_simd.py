@@ -182,3 +182,23 @@ def test_rows_argument_errors():
     with pytest.raises(TypeError, match="rANS stream"):
         _C.rans_decode_rows([(np.zeros(3, np.float32), 1, 3, 6)])
     assert _C.rans_decode_rows([]) == []
+
+
+# ---------------------------------------------------------------------------- crc32
+
+
+def test_crc32_matches_zlib():
+    """golfpack._C.crc32 (PCLMULQDQ folding when available) == zlib.crc32: every length around
+    the 16/64-byte fold boundaries, chained values, memoryview input."""
+    import zlib
+
+    rng = np.random.default_rng(9)
+    for n in list(range(0, 200)) + [255, 256, 1000, 4096, 65537, (1 << 20) + 5]:
+        b = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        for v in (0, 1, 0xDEADBEEF, 0xFFFFFFFF):
+            assert _C.crc32(b, v) == zlib.crc32(b, v), (n, v)
+    b = rng.integers(0, 256, 10_000, dtype=np.uint8).tobytes()
+    assert _C.crc32(memoryview(b)[3:9000]) == zlib.crc32(b[3:9000])
+    assert _C.crc32(b[5000:], _C.crc32(b[:5000])) == zlib.crc32(b)
+    with pytest.raises(TypeError):
+        _C.crc32(np.zeros(4, np.float32))
