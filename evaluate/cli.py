@@ -3,6 +3,10 @@
     golfpack eval SRC --val SHARD [SHARD ...] --tokenizer SP.model [--seq-len L]
         [--stride S] [--sliding-variant exact_once|rescore_tail] [--doc-aware]
         [--batch B] [--device cpu|cuda] [--max-tokens N] [--packed] [--config CFG.json] [--json]
+        [--ttt lora|sgd|phased|q [--ttt-config TTT.json]]
+
+With --ttt, score-first test-time training (evaluate/ttt.py); it is always
+document-aware, --seq-len / --stride set its context / chunk (else the config's).
 
 Runs under torchrun as well (batches split across ranks; rank 0 prints).
 """
@@ -29,7 +33,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--val", nargs="+", required=True, metavar="SHARD",
                    help="validation shard(s), a directory of *.bin or a glob; concatenated in sorted order")
     p.add_argument("--tokenizer", required=True, metavar="SP.model", help="SentencePiece model of the shards")
-    p.add_argument("--seq-len", type=int, default=1024, metavar="L", help="window / segment length (default 1024)")
+    p.add_argument("--seq-len", type=int, default=None, metavar="L",
+                   help="window / segment length (default 1024; with --ttt: the context window)")
     p.add_argument("--stride", type=int, default=None, metavar="S",
                    help="sliding-window stride (score the last S positions of each window)")
     p.add_argument("--sliding-variant", choices=("exact_once", "rescore_tail"), default="exact_once",
@@ -48,6 +53,10 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--config", default=None, metavar="CFG.json", help="GPTConfig JSON (overrides the stored one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="report progress on stderr")
+    p.add_argument("--ttt", choices=("lora", "sgd", "phased", "q"), default=None,
+                   help="legal score-first test-time training (per-document LoRA, full SGD, phased, Q-only)")
+    p.add_argument("--ttt-config", default=None, metavar="TTT.json",
+                   help="TTTConfig overrides as a JSON object (see evaluate/ttt_config.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_eval)
 
@@ -101,8 +110,13 @@ def run_eval(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise GolfpackError(f"--device must be cpu or cuda, got {device!r}")
-    if args.seq_len < 1:
+    if args.seq_len is not None and args.seq_len < 1:
         raise GolfpackError(f"--seq-len must be >= 1, got {args.seq_len}")
+    ttt_cfg = _ttt_config(args) if args.ttt is not None else None
+    if args.ttt_config is not None and args.ttt is None:
+        raise GolfpackError("--ttt-config needs --ttt lora|sgd|phased|q")
+    if args.seq_len is None:
+        args.seq_len = 1024
 
     sp = load_sentencepiece(_existing(args.tokenizer, "tokenizer"))
     tokens = read_shards(args.val)
@@ -131,11 +145,25 @@ def run_eval(args: argparse.Namespace) -> int:
             if done == total or done % max(1, total // 50) == 0:
                 print(f"\r  {done}/{total} batches", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    r = evaluate(
-        model, tokens, tables, seq_len=args.seq_len, stride=args.stride, doc_aware=args.doc_aware,
-        batch=args.batch, device=device, max_tokens=args.max_tokens, bos_id=args.bos_id,
-        variant=args.sliding_variant, autocast_dtype=precision, progress=progress,
-    )
+    if ttt_cfg is not None:
+        from golfpack.evaluate.ttt import evaluate_ttt
+
+        if progress is not None:
+            def progress(done: int, total: int, _t=[0.0]) -> None:  # noqa: B006 - throttle state
+                import time
+                now = time.perf_counter()
+                if done == total or now - _t[0] > 1.0:
+                    _t[0] = now
+                    print(f"\r  TTT {args.ttt}: {done:,}/{total:,} targets", end="\n" if done == total else "",
+                          file=sys.stderr, flush=True)
+        r = evaluate_ttt(model, tokens, tables, ttt_cfg, device=device, max_tokens=args.max_tokens,
+                         bos_id=args.bos_id, autocast_dtype=precision, progress=progress)
+    else:
+        r = evaluate(
+            model, tokens, tables, seq_len=args.seq_len, stride=args.stride, doc_aware=args.doc_aware,
+            batch=args.batch, device=device, max_tokens=args.max_tokens, bos_id=args.bos_id,
+            variant=args.sliding_variant, autocast_dtype=precision, progress=progress,
+        )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()  # the CLI owns the process; exit cleanly under torchrun
     if rank != 0:
@@ -150,9 +178,33 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ttt_config(args):
+    """TTTConfig from --ttt, --ttt-config and the geometry flags (context / chunk)."""
+    from golfpack.evaluate.ttt_config import TTTConfig
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise GolfpackError("--ttt runs in one process (it is not split across torchrun ranks)")
+    if args.sliding_variant != "exact_once":
+        raise GolfpackError("--ttt scores every target exactly once; --sliding-variant rescore_tail does not apply")
+    over = {}
+    if args.ttt_config is not None:
+        p = _existing(args.ttt_config, "TTT config")
+        cfg = TTTConfig.from_json(p.read_bytes(), what=str(p), method=args.ttt)
+        over = cfg.to_dict()
+    else:
+        cfg = TTTConfig.for_method(args.ttt)
+    if args.seq_len is not None:
+        over["context"] = args.seq_len
+    if args.stride is not None:
+        over["chunk"] = args.stride
+    return TTTConfig.for_method(args.ttt, over) if over else cfg
+
+
 def format_table(d: dict) -> str:
     mode = d["mode"]
-    if d["stride"] is not None:
+    if mode.startswith("ttt_"):
+        mode += f" (context {d['seq_len']}, chunk {d['stride']}, {d['documents_adapted']}/{d['documents']} docs adapted)"
+    elif d["stride"] is not None:
         mode += f" (stride {d['stride']}, {d['variant']})"
     rows = [
         ("source", d["source"] + (" [packed]" if d.get("packed") else "")),

@@ -77,6 +77,9 @@ class TTTResult:
     documents: int
     documents_adapted: int  # documents scored with TTT (the rest: base fallback)
     device: str
+    segments: int = 0  # chunk rows scored (one per document chunk)
+    world_size: int = 1
+    autocast: str = "fp32"
     config: dict = field(default_factory=dict)
     losses: np.ndarray | None = None  # per-target loss (index = stream position), if asked for
 
@@ -400,6 +403,8 @@ def evaluate_ttt(
         documents=int(run.starts.size),
         documents_adapted=int(adapted),
         device=str(dev),
+        segments=int((-(-run.counts // config.chunk)).sum()),
+        autocast="fp32" if amp in (None, torch.float32) else str(amp).replace("torch.", ""),
         config=config.to_dict(),
         losses=run.loss_at.copy() if return_losses else None,
     )
