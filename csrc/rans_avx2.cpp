@@ -71,10 +71,11 @@ struct Consts {
 GP_TARGET_AVX2 inline __m256i step(__m256i x, const long long* entries, const Consts& c, __m256i& e) {
   // The lookup goes through memory: store the 4 slots, 4 scalar table loads, 4 scalar
   // stores, one vector load. Not _mm256_i64gather_epi64: on the EPYC (Zen 4) VM this was
-  // written on, a 4-element gather cost ~8 ns even with 4 independent chains (benchmarks/
-  // RESULTS.md, "Fast decode"), and extract/insert sequences cost more ALU uops than this
-  // path, which runs on the load/store ports (the failed store-to-load forward adds latency,
-  // which the interleaved streams hide).
+  // written on, a 4-element gather took 5.5-7.6 ns even with 4 independent chains
+  // (benchmarks/gather_probe.cpp) and the loop with gathers was slower than the scalar loop
+  // (benchmarks/RESULTS.md, "Fast decode"). Extract/insert sequences cost more ALU uops than
+  // this path, which runs on the load/store ports (the failed store-to-load forward adds
+  // latency, which the interleaved streams hide).
   alignas(32) uint64_t sl[4], ev[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(sl), _mm256_and_si256(x, c.mask_p));
   ev[0] = uint64_t(entries[sl[0]]);

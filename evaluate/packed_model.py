@@ -198,7 +198,7 @@ def load_packed(
     else:
         cfg = infer_config(stripped)
 
-    with timer("model"), torch.device("meta"):
+    with timer("model skeleton"), torch.device("meta"):
         model = GPT(cfg)
     expected = {k: v for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(renamed))
@@ -230,7 +230,7 @@ def load_packed(
             with timer("scales"):
                 rows, scales, bits = pre
                 s = _scales_f32(scales, rows.shape[0], name)
-            with timer("model"):
+            with timer("packed layers"):
                 return PackedLinear(torch.from_numpy(rows), s, bits, src.shape(name)[1], **lowrank)
         with timer("decode (unfused)"):
             rq = src.row_quantized(name)
@@ -257,13 +257,13 @@ def load_packed(
             consumed.add(key)
         return layer
 
-    with timer("model"):
+    with timer("packed layers"):
         n_packed = model.replace_linears(pack)
     # The token table (and tied head) stays packed too, rounded to its source dtype.
     if src.lowrank(renamed[emb_key]) is None:  # a table with an LQER term stays dense
         table = build(emb_key)
         if table is not None:
-            with timer("model"):
+            with timer("packed layers"):
                 model.tok_emb = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
             consumed.add(emb_key)
     rest = {}
@@ -275,13 +275,13 @@ def load_packed(
             if not t.is_floating_point():
                 raise GolfpackError(f"{path}: {name} has dtype {t.dtype}; expected floats")
             rest[name] = t.to(want.dtype).contiguous()
-    with timer("model"):
+    with timer("model assign"):
         model.load_state_dict(rest, strict=False, assign=True)
-    still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if still_meta:  # a slot neither packed nor loaded: a bug, not a user error
-        raise RuntimeError(f"load_packed left tensors unmaterialized: {still_meta[:5]}")
-    model.packed_layers = n_packed
-    return model.to(device).eval()
+        still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+        if still_meta:  # a slot neither packed nor loaded: a bug, not a user error
+            raise RuntimeError(f"load_packed left tensors unmaterialized: {still_meta[:5]}")
+        model.packed_layers = n_packed
+        return model.to(device).eval()
 
 
 def packed_summary(model) -> Mapping[str, int]:
