@@ -122,10 +122,18 @@ def _bounded_zstd(data: bytes, size: int) -> bytes:
         raise FormatError(f"zstd stream header is invalid ({e})") from None
     if declared != size:
         raise FormatError(f"zstd stream declares {declared} bytes, the manifest expects {size}")
+    # Streaming, not decompress(): that allocates the declared size up front, so a forged
+    # 20-byte frame declaring 4 GiB cost 4 GiB before failing. Here memory grows with the
+    # output libzstd actually produces, and it stops a frame that overruns its declared size.
+    d = zstandard.ZstdDecompressor().decompressobj()
     try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+        out = d.decompress(data)
     except zstandard.ZstdError as e:
         raise FormatError(f"zstd stream is corrupt ({e})") from None
+    if not d.eof or len(out) != size:
+        raise FormatError(f"zstd stream does not decode to exactly the {size} bytes the manifest expects")
+    if d.unused_data:
+        raise FormatError(f"{len(d.unused_data)} unexpected bytes after the zstd frame")
     return out
 
 
@@ -135,7 +143,7 @@ def _bounded_brotli(data: bytes, size: int) -> bytes:
         out = d.process(data, output_buffer_limit=size + 1)
     except brotli.error as e:
         raise FormatError(f"brotli stream is corrupt ({e})") from None
-    if len(out) > size or not d.is_finished():
+    if len(out) != size or not d.is_finished():  # short output too: a stream that ends early
         raise FormatError(f"brotli stream does not decode to exactly the {size} bytes the manifest expects")
     return out
 

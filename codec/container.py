@@ -170,7 +170,12 @@ class TensorEntry:
         return _schemes.lowrank_factors(self.scheme, self.shape, self._decode, self._float)
 
     def _float(self, role: str) -> torch.Tensor:
-        return _float_tensor(self._decode(role), self.streams[role].type.kind)
+        t = _float_tensor(self._decode(role), self.streams[role].type.kind)
+        # A float tensor's own data may hold anything (lossless); a NaN or Inf scale would
+        # silently turn whole rows of weights into NaN, so side streams must be finite.
+        if role != "data" and t.numel() and not bool(torch.isfinite(t).all()):
+            raise FormatError(f"tensor {self.name!r}: {role} stream holds NaN or Inf (scales must be finite)")
+        return t
 
     def float_data(self) -> torch.Tensor:
         """A float tensor's stored values, in the stored dtype (before any cast)."""

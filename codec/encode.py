@@ -41,6 +41,8 @@ def lossless_tensor(ck: Checkpoint, name: str):
         # inspect reports the scheme honestly. Entropy coding makes the nominal width free.
         bits = 8
         kind = "int_rowscale" if qs.scale.ndim > 0 else "int_tensorscale"
+        if not bool(torch.isfinite(qs.scale).all()):  # the reader refuses them (FORMAT.md section 3)
+            raise GolfpackError(f"{name}: scales hold NaN or Inf")
         st_kind, s_vals = _float_values(qs.scale.reshape(-1))
         if st_kind not in ("float16", "float32"):
             s_vals = qs.scale.reshape(-1).to(torch.float32).numpy()

@@ -1,0 +1,169 @@
+"""Fuzz targets for artifact loading: one function per parser / decoder, bytes in.
+
+Each target feeds arbitrary bytes to one stage of the loader and fails (raises
+something other than the allowed error, or an AssertionError) only on a real
+bug: an exception type other than the documented one, a decoder that returns
+the wrong shape, or two implementations that disagree. A crash, a sanitizer
+report or a hang is caught by the fuzzing engine itself.
+
+    header    raw artifact bytes -> parse_artifact, verify, decode every tensor
+    manifest  the same, after re-sealing the CRCs: the header CRC and every stream CRC
+              are recomputed from the (mutated) manifest, so mutations of the JSON and
+              of the payload get past the checksums to the validators and decoders
+    rans      rANS stream + count -> fast and reference decoders (must agree); and an
+              encode -> decode round trip of the same bytes as symbols
+    bitpack   packed bytes + width + count -> fast and reference unpackers (must agree);
+              pack(unpack(x)) == x with the unused high bits cleared
+    streams   one stream of any (coder, type, bits, transform) -> codec.coders.decode_stream
+              (covers the bounded zstd and brotli paths and the symbol-range check)
+
+Used by fuzz/fuzz.py (atheris) and by tests/test_hostile_artifacts.py (hypothesis).
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+
+from golfpack import _C
+from golfpack.codec import container
+from golfpack.codec.coders import CODERS, FLOAT_TYPES, StreamType, decode_stream
+from golfpack.errors import GolfpackError
+
+# Decoded-size caps inside the harness only: keeps one input's work small so the
+# engine spends its time on many inputs. The decoders' own caps are much larger.
+MAX_FUZZ_COUNT = 1 << 20
+
+
+def load_everything(data: bytes) -> None:
+    """What `golfpack decode` does with an artifact: parse, check every CRC, decode every tensor."""
+    try:
+        art = container.parse_artifact(data)
+    except GolfpackError:
+        return
+    # Parsed: every declared size already passed the parser's checks. Decoding may still
+    # fail (corrupt stream), but only with a GolfpackError.
+    if sum(t.numel for t in art.tensors.values()) > MAX_FUZZ_COUNT:
+        return  # legitimate but large (a one-symbol stream can decode 2^30 values)
+    try:
+        art.verify()
+        for t in art.tensors.values():
+            w = t.dequantize()
+            assert tuple(w.shape) == t.shape, (t.name, tuple(w.shape), t.shape)
+        art.to_checkpoint()
+    except GolfpackError:
+        return
+
+
+def header(data: bytes) -> None:
+    load_everything(data)
+
+
+def reseal(data: bytes) -> bytes | None:
+    """Recompute the CRCs of an artifact with a raw (uncompressed) JSON manifest, so a
+    mutated manifest or payload is judged by the validators, not by the checksums.
+    Returns None when the bytes do not look like such an artifact."""
+    if len(data) < container.HEADER_SIZE or data[:8] != container.MAGIC:
+        return None
+    stored = struct.unpack_from("<I", data, 16)[0]
+    text = data[container.HEADER_SIZE: container.HEADER_SIZE + stored]
+    body = data[container.HEADER_SIZE + stored:]
+    try:
+        man = json.loads(text)
+        streams = [s for t in man["tensors"] for s in t["streams"].values()]
+        for s in streams:
+            off, n = s["offset"], s["length"]
+            if isinstance(off, int) and isinstance(n, int) and 0 <= off <= off + n <= len(body):
+                s["crc32"] = zlib.crc32(body[off: off + n])
+        text = json.dumps(man, sort_keys=True, separators=(",", ":")).encode()
+    except Exception:  # noqa: BLE001 -- any manifest the harness cannot re-seal is fed as it is
+        pass
+    head = data[:12] + b"\x00\x00\x00\x00" + struct.pack("<II", len(text), len(text))
+    head = head[:12] + bytes([container.MANIFEST_RAW]) + head[13:]
+    crc = zlib.crc32(text, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + text + body
+
+
+def manifest(data: bytes) -> None:
+    sealed = reseal(data)
+    load_everything(data if sealed is None else sealed)
+
+
+def _check_rans_error(e: ValueError) -> None:
+    assert str(e).startswith("rANS stream: "), str(e)
+
+
+def rans(data: bytes) -> None:
+    if len(data) < 4:
+        return
+    count = struct.unpack_from("<I", data)[0] % (MAX_FUZZ_COUNT + 1)
+    stream = data[4:]
+    try:
+        fast = _C.rans_decode(stream, count)
+    except ValueError as e:
+        _check_rans_error(e)
+        try:
+            _C.rans_decode_ref(stream, count)
+        except ValueError as e2:
+            _check_rans_error(e2)
+        else:
+            raise AssertionError("fast decoder rejected a stream the reference decoder accepts")
+    else:
+        assert fast.shape == (count,) and fast.dtype == np.uint8
+        np.testing.assert_array_equal(_C.rans_decode_ref(stream, count), fast)
+    # The same bytes as symbols: encode -> decode is the identity at every precision/lane choice.
+    precision = (0, 12, 13, 14, 15)[data[0] % 5]
+    lanes = (0, 1, 2, 4, 8)[data[1] % 5]
+    sym = np.frombuffer(stream, np.uint8)
+    enc = _C.rans_encode(sym, precision, lanes)
+    np.testing.assert_array_equal(_C.rans_decode(enc, sym.size), sym)
+
+
+def bitpack(data: bytes) -> None:
+    if len(data) < 2:
+        return
+    bits = 2 + data[0] % 7
+    packed = data[2:]
+    count = max(0, len(packed) * 8 // bits - data[1] % 4)
+    fast = _C.unpack_bits(packed, bits, count)
+    assert fast.shape == (count,)
+    np.testing.assert_array_equal(_C.unpack_bits_ref(packed, bits, count), fast)
+    repacked = _C.pack_bits(fast, bits).tobytes()
+    need = (count * bits + 7) // 8
+    want = bytearray(packed[:need])
+    if count * bits % 8:
+        want[-1] &= (1 << (count * bits % 8)) - 1
+    assert repacked == bytes(want)
+    try:  # one byte short is always refused
+        _C.unpack_bits(packed[: need - 1] if need else b"", bits, count + (need == 0) * 8)
+    except ValueError as e:
+        assert "too short" in str(e)
+    else:
+        raise AssertionError("unpack_bits accepted a short buffer")
+
+
+STREAM_KINDS = ["int"] + sorted(FLOAT_TYPES)
+
+
+def streams(data: bytes) -> None:
+    if len(data) < 4:
+        return
+    sel, cnt = data[0], struct.unpack_from("<H", data, 1)[0]
+    coder = CODERS[sel % len(CODERS)]
+    kind = STREAM_KINDS[((sel >> 2) & 7) % len(STREAM_KINDS)]
+    transform = "byteshuffle" if sel & 0x80 and kind != "int" else "none"
+    bits = 2 + data[3] % 7
+    st = StreamType(kind, cnt, bits if kind == "int" else 8)
+    try:
+        out = decode_stream(data[4:], st, coder, transform)
+    except GolfpackError:
+        return
+    assert out.shape == (cnt,), (out.shape, cnt)
+    if kind == "int":
+        assert out.dtype == np.int8
+        assert out.size == 0 or (out.min() >= -(1 << (bits - 1)) and out.max() < (1 << (bits - 1)))
+
+
+TARGETS = {"header": header, "manifest": manifest, "rans": rans, "bitpack": bitpack, "streams": streams}
