@@ -48,6 +48,7 @@
 #define GP_X86 1
 #define GP_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
+#include "qmatmul_small.h"  // fused decode+FMA kernels for M <= kSmallM (AVX2)
 
 namespace py = pybind11;
 
@@ -494,6 +495,12 @@ py::array_t<float> qgemm_f32(const py::array& x, const py::array& packed, const 
     if (M == 0 || w.N == 0) return y;
     if (K == 0) {
       std::fill(p.out, p.out + M * w.N, 0.0f);
+#ifdef GP_X86
+    } else if (M <= kSmallM && K >= 8 && cpu_has_avx2()) {
+      const int64_t blocks = (w.N + 63) / 64;
+      small_forward(p.lhs, M, K, w.data, w.stride, w.scales, p.out, w.N, bits,
+                    resolve_threads(threads, blocks, 2.0 * M * w.N * K));
+#endif
     } else {
       const int64_t items = ((w.N + kLanes - 1) / kLanes) * ((M + kMB - 1) / kMB);
       run_items(fn, p, 0, items, resolve_threads(threads, items, 2.0 * M * w.N * K));
@@ -515,6 +522,12 @@ py::array_t<float> qgemm_t_f32(const py::array& gy, const py::array& packed, con
     if (M == 0 || K == 0) return gx;
     if (w.N == 0) {
       std::fill(p.out, p.out + M * K, 0.0f);
+#ifdef GP_X86
+    } else if (M <= kSmallM && K >= 8 && cpu_has_avx2()) {
+      const int64_t blocks = (K + 63) / 64;
+      small_transposed(p.lhs, M, w.N, w.data, w.stride, w.scales, p.out, K, bits,
+                       resolve_threads(threads, blocks, 2.0 * M * w.N * K));
+#endif
     } else {
       const int64_t items = ((K + kLanes - 1) / kLanes) * ((M + kMB - 1) / kMB);
       run_items(fn, p, 0, items, resolve_threads(threads, items, 2.0 * M * w.N * K));
