@@ -143,7 +143,8 @@ def stream_seeds() -> list[bytes]:
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "corpus"
     seeds = {"header": artifacts(False) + artifacts(True), "manifest": artifacts(True),
-             "rans": rans_seeds(), "bitpack": bitpack_seeds(), "streams": stream_seeds()}
+             "rans": rans_seeds(), "bitpack": bitpack_seeds(), "streams": stream_seeds(),
+             "crc": [bytes(range(n % 256)) * (1 + n // 256) for n in (0, 1, 15, 16, 17, 63, 64, 65, 200, 1000)]}
     for target, items in seeds.items():
         d = root / target
         d.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,18 @@ report or a hang is caught by the fuzzing engine itself.
     manifest  the same, after re-sealing the CRCs: the header CRC and every stream CRC
               are recomputed from the (mutated) manifest, so mutations of the JSON and
               of the payload get past the checksums to the validators and decoders
-    rans      rANS stream + count -> fast and reference decoders (must agree); and an
+    rans      rANS stream + count -> fast (each ISA) and reference decoders (must agree); and an
               encode -> decode round trip of the same bytes as symbols
     bitpack   packed bytes + width + count -> fast and reference unpackers (must agree);
               pack(unpack(x)) == x with the unused high bits cleared
     streams   one stream of any (coder, type, bits, transform) -> codec.coders.decode_stream
               (covers the bounded zstd and brotli paths and the symbol-range check)
+    crc       golfpack._C.crc32 (PCLMULQDQ) == zlib.crc32 at every length and start offset
+
+header, manifest and rans also run the fused decoder (golfpack._C.rans_decode_rows, rANS
+straight into packed rows: the `golfpack eval` load path) and require it to accept exactly
+what the per-tensor decoders accept, with the same result; rans runs every inner loop
+(scalar, and AVX2 where the CPU has it).
 
 Used by fuzz/fuzz.py (atheris) and by tests/test_hostile_artifacts.py (hypothesis).
 """
@@ -54,7 +60,27 @@ def load_everything(data: bytes) -> None:
             assert tuple(w.shape) == t.shape, (t.name, tuple(w.shape), t.shape)
         art.to_checkpoint()
     except GolfpackError:
-        return
+        pass
+    packed_rows_agree(art)
+
+
+def packed_rows_agree(art) -> None:
+    """The fused loader path (rANS straight into packed rows, what `golfpack eval` uses) accepts
+    exactly the streams the per-tensor path accepts, and produces qpack_rows(symbols)."""
+    for t in art.tensors.values():
+        if not t.packs_directly:
+            continue
+        try:
+            want = _C.qpack_rows(t.symbols(), t.bits)
+        except GolfpackError:
+            want = None
+        try:
+            got = container.packed_rows([t], threads=1)[0]
+        except GolfpackError:
+            got = None
+        assert (want is None) == (got is None), (t.name, "fused and per-tensor decoders disagree on validity")
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
 
 
 def header(data: bytes) -> None:
@@ -95,24 +121,50 @@ def _check_rans_error(e: ValueError) -> None:
     assert str(e).startswith("rANS stream: "), str(e)
 
 
+ISAS = ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else [])
+
+
+def _decode_or_error(fn, *args):
+    try:
+        return fn(*args)
+    except ValueError as e:
+        _check_rans_error(e)
+        return None
+
+
 def rans(data: bytes) -> None:
     if len(data) < 4:
         return
     count = struct.unpack_from("<I", data)[0] % (MAX_FUZZ_COUNT + 1)
     stream = data[4:]
+    ref = _decode_or_error(_C.rans_decode_ref, stream, count)
+    prev = _C.rans_set_isa("scalar")
     try:
-        fast = _C.rans_decode(stream, count)
-    except ValueError as e:
-        _check_rans_error(e)
-        try:
-            _C.rans_decode_ref(stream, count)
-        except ValueError as e2:
-            _check_rans_error(e2)
-        else:
-            raise AssertionError("fast decoder rejected a stream the reference decoder accepts")
-    else:
-        assert fast.shape == (count,) and fast.dtype == np.uint8
-        np.testing.assert_array_equal(_C.rans_decode_ref(stream, count), fast)
+        for isa in ISAS:  # every inner loop (scalar unrolled, AVX2 gather) agrees with the reference
+            _C.rans_set_isa(isa)
+            fast = _decode_or_error(_C.rans_decode, stream, count)
+            assert (fast is None) == (ref is None), f"{isa} decoder and reference disagree on validity"
+            if fast is not None:
+                assert fast.shape == (count,) and fast.dtype == np.uint8
+                np.testing.assert_array_equal(fast, ref)
+            # Fused decode into packed rows (rows x cols = count; width from the input).
+            bits = 2 + data[2] % 7
+            cols = max(1, data[3] % 64)
+            rows, rem = divmod(count, cols)
+            if rem:
+                rows, cols = 1, count
+            rows_out = _C.rans_decode_rows([(stream, rows, cols, bits)], 1)[0]
+            half = 1 << (bits - 1)
+            fits = ref is not None and (count == 0 or (int(ref.min()) >= 128 - half and int(ref.max()) <= 127 + half))
+            if isinstance(rows_out, str):
+                assert rows_out.startswith(("rANS stream: ", "rans stream decodes symbols outside")), rows_out
+                assert not fits, f"{isa} rans_decode_rows rejected a valid stream: {rows_out}"
+            else:
+                assert fits, f"{isa} rans_decode_rows accepted an invalid stream"
+                sym = (ref.astype(np.int16) - 128).astype(np.int8).reshape(rows, cols)
+                np.testing.assert_array_equal(rows_out, _C.qpack_rows(sym, bits))
+    finally:
+        _C.rans_set_isa(prev)
     # The same bytes as symbols: encode -> decode is the identity at every precision/lane choice.
     precision = (0, 12, 13, 14, 15)[data[0] % 5]
     lanes = (0, 1, 2, 4, 8)[data[1] % 5]
@@ -166,4 +218,12 @@ def streams(data: bytes) -> None:
         assert out.size == 0 or (out.min() >= -(1 << (bits - 1)) and out.max() < (1 << (bits - 1)))
 
 
-TARGETS = {"header": header, "manifest": manifest, "rans": rans, "bitpack": bitpack, "streams": streams}
+def crc(data: bytes) -> None:
+    """The SIMD CRC-32 the container checks streams with equals zlib's, at every length/offset."""
+    seed = zlib.crc32(data[:4])
+    for off in range(min(4, len(data) + 1)):
+        assert _C.crc32(data[off:]) == zlib.crc32(data[off:])
+        assert _C.crc32(data[off:], seed) == zlib.crc32(data[off:], seed)
+
+
+TARGETS = {"header": header, "manifest": manifest, "rans": rans, "bitpack": bitpack, "streams": streams, "crc": crc}

@@ -505,7 +505,7 @@ def test_tensors_only_checkpoints_still_load(tmp_path):
 def test_fuzz_targets_accept_their_seeds(target, tmp_path):
     seeds = {"header": make_corpus.artifacts(False), "manifest": make_corpus.artifacts(True),
              "rans": make_corpus.rans_seeds(), "bitpack": make_corpus.bitpack_seeds(),
-             "streams": make_corpus.stream_seeds()}[target]
+             "streams": make_corpus.stream_seeds(), "crc": [bytes(range(256)) * 3]}[target]
     for s in seeds:
         targets.TARGETS[target](s)
     if target == "manifest":  # resealing keeps a valid artifact valid
@@ -536,3 +536,43 @@ def test_byte_mutations_behind_resealed_crcs_give_format_errors_or_load(i, edits
         data[pos: pos + drop] = blob
     targets.manifest(bytes(data))
     targets.header(bytes(data))
+
+
+# ----------------------------------------------------------------------------- compressed checkpoints
+
+
+def _compressed(kind: str, data: bytes) -> bytes:
+    import lzma
+
+    return {"zstd": lambda b: zstandard.ZstdCompressor().compress(b), "xz": lzma.compress, "zlib": zlib.compress}[kind](data)
+
+
+@pytest.mark.parametrize("kind", ["zstd", "xz", "zlib"])
+def test_corrupt_or_truncated_compressed_checkpoints_are_format_errors(tmp_path, kind):
+    """Regression: a corrupt zstd or xz .ptz raised zstandard.ZstdError / lzma.LZMAError."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(100.0)}, buf)
+    good = _compressed(kind, buf.getvalue())
+    path = tmp_path / "ck.ptz"
+    path.write_bytes(good)
+    assert torch.equal(read_checkpoint(path).floats["w"], torch.arange(100.0))
+    for bad in (good[: len(good) // 2], good[:8] + bytes(len(good) - 8), good[:-1]):
+        path.write_bytes(bad)
+        with pytest.raises(FormatError):
+            read_checkpoint(path)
+
+
+def test_small_zstd_checkpoint_does_not_reserve_the_decompression_cap():
+    """Regression: stream_reader.read(8 GiB + 1) allocated 8 GiB for every zstd checkpoint."""
+    import tracemalloc
+
+    from golfpack.checkpoint import _decompress_bounded
+
+    data = _compressed("zstd", b"x" * 1000)
+    tracemalloc.start()
+    try:
+        assert _decompress_bounded(data, Path("ck.ptz")) == b"x" * 1000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20

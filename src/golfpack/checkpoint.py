@@ -99,11 +99,28 @@ def _decompress_bounded(raw: bytes, path: Path) -> bytes:
     if raw[:4] == b"\x28\xb5\x2f\xfd":
         import zstandard
 
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
-            out = r.read(MAX_DECOMPRESSED + 1)
+        # In 1 MiB reads: read(n) allocates n bytes up front, and read(MAX + 1) cost 8 GiB
+        # of address space for every zstd checkpoint, however small.
+        chunks, total = [], 0
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
+                while total <= MAX_DECOMPRESSED:
+                    chunk = r.read(1 << 20)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+        except zstandard.ZstdError as e:
+            raise FormatError(f"{path}: corrupt zstd-compressed checkpoint ({e})") from None
+        out = b"".join(chunks)
     elif raw[:6] == b"\xfd7zXZ\x00":
         d = lzma.LZMADecompressor()
-        out = d.decompress(raw, max_length=MAX_DECOMPRESSED + 1)
+        try:
+            out = d.decompress(raw, max_length=MAX_DECOMPRESSED + 1)
+        except lzma.LZMAError as e:
+            raise FormatError(f"{path}: corrupt xz-compressed checkpoint ({e})") from None
+        if not d.eof and len(out) <= MAX_DECOMPRESSED:
+            raise FormatError(f"{path}: compressed data is truncated")
     else:
         d = zlib.decompressobj()
         try:
