@@ -36,6 +36,7 @@ class Choice:
     prune: float = 0.0  # fraction of the tensor's symbols zeroed by magnitude after quantization
     rank: int = 0  # LQER rank (0: none)
     lr_bits: int = 0
+    rate_lam: float = 0.0  # rate-aware rounding's price of a bit, nats/token (0: plain rounding)
 
     def label(self) -> str:
         if self.method in ("keep", "float"):
@@ -43,6 +44,8 @@ class Choice:
         s = f"{self.method} int{self.bits} {self.clip}"
         if self.clip_mult != 1.0:
             s += f"x{self.clip_mult:.3g}"
+        if self.rate_lam:
+            s += f" rate {self.rate_lam:.3g}"
         if self.rank:
             s += f" lqer r{self.rank}@{self.lr_bits}b"
         if self.prune:
@@ -57,6 +60,8 @@ class Choice:
             d["clip_mult"] = round(d["clip_mult"], 6)
         if "prune" in d:
             d["prune"] = round(d["prune"], 6)
+        if "rate_lam" in d:
+            d["rate_lam"] = float(f"{d['rate_lam']:.6g}")
         return d
 
 
@@ -166,6 +171,28 @@ class TensorCandidates:
             raise GolfpackError(f"unknown quantization method {method!r} (rtn or gptq)")
         return self._finish(Choice(method, bits, clip, float(mult)), q)
 
+    def add_rate_aware(self, base: Candidate, lam: float) -> Candidate:
+        """The base candidate (same method, bits and scales) re-rounded rate-aware at lam nats/token
+        per bit, with code lengths from the base's own symbols (codec.rate)."""
+        from golfpack.codec.quant import QuantResult
+        from golfpack.codec.rate import RateTerm, code_lengths, element_weights, row_weights, rtn_rate_aware
+
+        ch, q = base.choice, base.q
+        if q is None or q.group is not None or ch.method not in ("rtn", "gptq"):
+            raise GolfpackError(f"{self.name}: rate-aware rounding applies to per-row rtn/gptq candidates")
+        lengths = code_lengths(q.symbols, q.bits)
+        if ch.method == "gptq":
+            from golfpack.codec.gptq import GPTQConfig, gptq_quantize
+
+            n = self.w.shape[0]
+            q2 = gptq_quantize(self.w, self.stats.H, q.bits, cfg=self.gptq_cfg or GPTQConfig(), scales=q.scales,
+                               rate=RateTerm(lam, lengths), row_weight=row_weights(self.stats, n))
+        else:
+            wt = element_weights(self.stats, q.scales, tuple(self.w.shape), self.kappa)
+            q2 = QuantResult(rtn_rate_aware(self.w, q.scales, q.bits, wt, lam, lengths=lengths), q.scales, q.bits, None)
+        new = Choice(ch.method, ch.bits, ch.clip, ch.clip_mult, ch.prune, ch.rank, ch.lr_bits, float(lam))
+        return self._finish(new, q2)
+
     def add_pruned(self, base: Candidate, fraction: float) -> Candidate:
         from golfpack.codec.prune import prune_symbols
         from golfpack.codec.quant import QuantResult
@@ -174,7 +201,7 @@ class TensorCandidates:
         sym = prune_symbols(q.symbols, self.w, fraction)
         pq = QuantResult(sym, q.scales, q.bits, q.group)
         ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
-                    float(fraction), base.choice.rank, base.choice.lr_bits)
+                    float(fraction), base.choice.rank, base.choice.lr_bits, base.choice.rate_lam)
         return self._finish(ch, pq, base.lowrank)
 
     def add_lqer(self, base: Candidate, ranks, bits: int) -> list[Candidate]:
@@ -192,7 +219,7 @@ class TensorCandidates:
         for r in ranks:
             lr = quantize_lowrank(A[:, :r], B[:r], bits)
             ch = Choice(base.choice.method, base.choice.bits, base.choice.clip, base.choice.clip_mult,
-                        base.choice.prune, r, bits)
+                        base.choice.prune, r, bits, base.choice.rate_lam)
             out.append(self._finish(ch, base.q, lr))
         return out
 

@@ -187,6 +187,20 @@ def code_bytes_from_args(args) -> int:
     return parse_bytes(args.code_bytes, "--code-bytes")
 
 
+def parse_rate_mults(text: str) -> tuple[float, ...]:
+    """--rate-mults: comma-separated positive finite numbers."""
+    out = []
+    for part in str(text).split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise GolfpackError(f"--rate-mults: {part.strip()!r} is not a number") from None
+        if not 0 < v < float("inf"):
+            raise GolfpackError(f"--rate-mults: each value must be a positive finite number, got {part.strip()!r}")
+        out.append(v)
+    return tuple(out)
+
+
 def planner_config_from_args(args, budgeted: bool, coders=None):
     """The PlannerConfig that encode and rd build from their shared planner options. Without a
     budget (a fixed recipe) there is no search: the base clip only, no LQER, no pruning."""
@@ -209,6 +223,10 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         cfg.lqer_ranks = ()
     if args.no_prune or not budgeted:
         cfg.prune_rel = ()
+    if args.no_rate or not budgeted:
+        cfg.rate_mults = ()
+    else:
+        cfg.rate_mults = parse_rate_mults(args.rate_mults)
     if not budgeted:
         cfg.clip_mults = (1.0,)
     if args.clip:
@@ -244,6 +262,9 @@ def add_planner_arguments(p) -> None:
     p.add_argument("--lqer-ranks", default="4,16", metavar="LIST", help="LQER ranks the planner tries (default 4,16)")
     p.add_argument("--lqer-bits", type=int, default=6, help="bits of the quantized LQER factors (default 6)")
     p.add_argument("--no-prune", action="store_true", help="no pruning candidates")
+    p.add_argument("--no-rate", action="store_true", help="no rate-aware rounding candidates (golfpack.codec.rate)")
+    p.add_argument("--rate-mults", default="0.5,1,2", metavar="LIST",
+                   help="rate-aware rounding of each hull candidate at its hull slope times each of these (default 0.5,1,2)")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="land within this fraction below the budget (default 0.005)")
 

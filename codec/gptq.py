@@ -53,6 +53,7 @@ from golfpack.codec.quant import (
     qmax,
     scales_from_clip,
 )
+from golfpack.codec.rate import round_rate_aware
 from golfpack.errors import GolfpackError
 
 DAMP_RETRIES = 4  # a failed Cholesky is retried with damping x10, this many times
@@ -177,8 +178,14 @@ def gptq_quantize(
     cfg: GPTQConfig = GPTQConfig(),
     scale_dtype=torch.float16,
     scales: torch.Tensor | None = None,
+    rate=None,
+    row_weight: torch.Tensor | None = None,
 ) -> QuantResult:
     """GPTQ symbols of w [N, K] against the Hessian H [K, K], with scales fixed up front.
+
+    rate (codec.rate.RateTerm): rate-aware rounding; each column picks between its nearest and
+    second-nearest grid points by row_weight_i * s_i^2 / U_jj^2 * err^2 + lam * L(q), with
+    row_weight [N] (codec.rate.row_weights; ones when None). Needs per-row scales.
 
     Scales: clip_thresholds(w, bits, clip, group, col_weight=diag(H)) -> scales_from_clip,
     from the original w, unless `scales` gives them (the planner's clip grid: [N], or [N, G]
@@ -203,6 +210,10 @@ def gptq_quantize(
     if n == 0 or k == 0:
         return QuantResult(torch.zeros(n, k, dtype=torch.int8), scales, bits, group)
     s_cols = _expand_scales(scales, n, k, group)  # [N, K] float64: column j's scale, by original index
+    if rate is not None:
+        if group is not None:
+            raise GolfpackError("rate-aware GPTQ takes per-row scales (group None)")
+        rw = torch.ones(n, dtype=torch.float64) if row_weight is None else row_weight.to(torch.float64).reshape(n)
 
     W = w32.to(torch.float64)  # a fresh copy: the caller's w stays as it was
     if bool(dead.any()):
@@ -223,7 +234,10 @@ def gptq_quantize(
         for i in range(i2 - i1):
             wcol = W1[:, i]
             s = s_cols[:, i1 + i]
-            qcol = _round_clamp(wcol, s, q)
+            if rate is None:
+                qcol = _round_clamp(wcol, s, q)
+            else:
+                qcol = round_rate_aware(wcol / s, rw * s.square() / U1[i, i].square(), rate, q)
             Q[:, i1 + i] = qcol
             err = (wcol - qcol * s) / U1[i, i]
             W1[:, i + 1 :] -= err.unsqueeze(1) * U1[i, i + 1 :].unsqueeze(0)

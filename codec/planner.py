@@ -46,6 +46,9 @@ class PlannerConfig:
     lqer_max_bits: int = 4  # LQER is tried on hull candidates of at most this many bits
     lqer_min_numel: int = 65536
     prune_rel: tuple[float, ...] = (0.5, 1.0)  # fractions of a candidate's +-1 symbols zeroed
+    # rate-aware rounding (codec.rate) of each hull candidate, at its local hull slope times each of
+    # these; empty: none
+    rate_mults: tuple[float, ...] = (0.5, 1.0, 2.0)
     min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
     tolerance: float = 0.005
     max_iters: int = 10
@@ -181,6 +184,20 @@ def _kappa(gens: list[TensorCandidates]) -> float:
     return float(np.median(ratios)) if ratios else 1.0
 
 
+def _hull_slopes(hull: list[Candidate]):
+    """(candidate, lam) along a lower hull: lam is the geometric mean of the slopes to its two
+    neighbours (one at the ends), in nats/token per *bit*: the price of a bit at which the
+    planner's Lagrangian would pick this point."""
+    out = []
+    slopes = [(a.dloss - b.dloss) / max(1, b.est_bytes - a.est_bytes) / 8 for a, b in zip(hull, hull[1:])]
+    for j, c in enumerate(hull):
+        near = [x for x in (slopes[j - 1] if j > 0 else None, slopes[j] if j < len(slopes) else None)
+                if x is not None and x > 0]
+        if near:
+            out.append((c, float(np.exp(np.mean(np.log(near))))))
+    return out
+
+
 def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[Item]:
     """Candidates for every tensor of the checkpoint, in source order."""
     from golfpack.codec import spec
@@ -236,6 +253,18 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
                 g.cands = [c for c in g.cands if c.choice.method == "gptq"]
         if progress:
             progress("gptq" if cfg.method == "gptq" else "hull", k + 1, total)
+    # Stage 2b: rate-aware rounding of the hull, each at the price of a bit where it sits.
+    if cfg.rate_mults:
+        for k, (i, g, rule) in enumerate(gens):
+            for c, lam in _hull_slopes(lower_hull(g.cands)):
+                if c.q is None or c.q.group is not None or lam <= 0:
+                    continue
+                if c.choice.method == "gptq" and (g.stats is None or g.stats.H is None):
+                    continue
+                for m in cfg.rate_mults:
+                    g.add_rate_aware(c, lam * m)
+            if progress:
+                progress("rate", k + 1, total)
     # Stage 3: LQER and pruning variants of the hull.
     for k, (i, g, rule) in enumerate(gens):
         hull = lower_hull(g.cands)
