@@ -132,6 +132,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "csrc/crc32.cpp",
     "csrc/qmatmul.h",
     "csrc/qmatmul.cpp",
+    "csrc/qmatmul_small.h",
     "csrc/module.cpp",
 )
 
