@@ -19,6 +19,8 @@ _COMMAND_MODULES = (
     "golfpack.data.cli",  # data tokenize
     "golfpack.train.cli",  # train
     "golfpack.evaluate.cli",  # eval
+    "golfpack.bench.cli",  # bench entropy | decode | eval | peers
+    "golfpack.demo",  # demo (the README's main command)
 )
 
 

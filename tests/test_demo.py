@@ -1,0 +1,81 @@
+"""golfpack demo: the README's main command, at --quick sizes (stdlib text only, no ../shared)."""
+import json
+
+import pytest
+
+from golfpack.cli import main as gp_main
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_the_whole_chain(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = gp_main(["demo", "--quick", "--out", str(out), "--quiet", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    r = json.loads(cap.out)
+    for f in ("sp1024.model", "data/stdlib_train_sp1024.bin", "data/stdlib_val_sp1024.bin", "ckpt/model.safetensors",
+              "model.gp", "rd.png", "results.json", "results.md"):
+        assert (out / f).is_file(), f
+    assert r["artifact_bytes"] == (out / "model.gp").stat().st_size <= r["budget"] < r["lossless_bytes"]
+    modes = [(e["what"], e["mode"]) for e in r["evals"]]
+    assert ("float checkpoint", "plain") in modes and ("artifact", "plain") in modes
+    assert any(m.startswith("sliding") for _, m in modes)
+    plain = {e["what"]: e for e in r["evals"] if e["mode"] == "plain"}
+    assert plain["artifact"]["tokens"] == plain["float checkpoint"]["tokens"] == r["eval_tokens"]
+    assert r["artifact_minus_float_bpb"] == pytest.approx(plain["artifact"]["val_bpb"] - plain["float checkpoint"]["val_bpb"])
+    assert r["within_0.01"] == (abs(r["artifact_minus_float_bpb"]) <= 0.01)
+    assert json.loads((out / "results.json").read_text())["budget"] == r["budget"]
+    # the artifact decodes to what was scored: golfpack eval on it gives the demo's number
+    capsys.readouterr()
+    assert gp_main(["eval", str(out / "model.gp"), "--val", r["val_shard"], "--tokenizer", r["tokenizer"],
+                    "--seq-len", str(r["seq_len"]), "--max-tokens", str(r["eval_tokens"]), "--batch", "8",
+                    "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["val_bpb"] == pytest.approx(plain["artifact"]["val_bpb"], abs=1e-9)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--threads", "0"], "--threads"),
+    (["--seq-len", "4"], "--seq-len"),
+    (["--stride", "999"], "--stride"),
+    (["--eval-tokens", "10"], "--eval-tokens"),
+    (["--tokenizer", "/nonexistent/sp.model"], "tokenizer not found"),
+    (["--data", "/nonexistent/corpus.jsonl"], "not found"),
+])
+def test_demo_bad_options_are_one_line(tmp_path, capsys, argv, msg):
+    if "--data" in argv:  # data is read after the tokenizer: give one so the data error is the first
+        argv = argv + ["--tokenizer", str(_tiny_tokenizer(tmp_path))]
+    rc = gp_main(["demo", "--out", str(tmp_path / "o"), "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_budget_parsing():
+    from golfpack.demo import _budget_bytes
+    from golfpack.errors import GolfpackError
+
+    assert _budget_bytes("20%", 1000, "--budget") == 200
+    assert _budget_bytes("1.5e3", 1000, "--budget") == 1500
+    for bad in ("abc", "-5%", "x%", "0"):
+        with pytest.raises(GolfpackError, match="--budget"):
+            _budget_bytes(bad, 1000, "--budget")
+
+
+def test_data_folder_needs_one_train_and_one_val_shard(tmp_path):
+    from golfpack.demo import _find_shards
+    from golfpack.errors import GolfpackError
+
+    (tmp_path / "a_train.bin").write_bytes(b"")
+    with pytest.raises(GolfpackError, match="exactly one"):
+        _find_shards(tmp_path)
+    (tmp_path / "a_val.bin").write_bytes(b"")
+    assert _find_shards(tmp_path) == (tmp_path / "a_train.bin", tmp_path / "a_val.bin")
+
+
+def _tiny_tokenizer(tmp_path):
+    from golfpack.data.corpus import stdlib_corpus
+    from golfpack.data.tokenizer_train import train_tokenizer
+
+    p = tmp_path / "sp.model"
+    train_tokenizer(stdlib_corpus(max_bytes=300_000), p, vocab_size=400, max_bytes=300_000)
+    return p
