@@ -670,7 +670,7 @@ Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
     info_[s] = t.freq[s] | (t.cum[s] << 16);
     if (avx2_)
       for (uint32_t k = 0; k < t.freq[s]; ++k)
-        entries_[t.cum[s] + k] = uint64_t(t.freq[s]) | (uint64_t(k) << 32) | (uint64_t(s) << 48);
+        entries_[t.cum[s] + k] = uint64_t(t.freq[s]) | (uint64_t(s) << 32) | (uint64_t(k) << 48);
   }
   for (int j = 0; j < plan.lanes; ++j) x_[j] = load_le64(plan.states + 8 * j);
   wp_ = plan.words;

@@ -152,7 +152,7 @@ class Decoder {
   bool avx2_ = false;
   std::vector<uint8_t> lut_;       // slot -> symbol (scalar loops)
   uint32_t info_[256] = {};        // symbol -> freq | cum << 16 (scalar loops)
-  std::vector<uint64_t> entries_;  // slot -> freq | (slot - cum) << 32 | sym << 48 (AVX2)
+  std::vector<uint64_t> entries_;  // slot -> freq | sym << 32 | (slot - cum) << 48 (AVX2)
 };
 
 // The AVX2 inner loop (rans_avx2.cpp; compiled with a target attribute, called only after

@@ -5,7 +5,7 @@
 // and 4-7). One round decodes one symbol per lane, exactly as the scalar loop would:
 //
 //   slot = x & (2^P - 1)
-//   e    = entries[slot]                 one gather: freq | (slot - cum) << 32 | sym << 48
+//   e    = entries[slot]                 freq | sym << 32 | (slot - cum) << 48
 //   x    = freq * (x >> P) + (slot - cum)
 //   lanes with x < 2^31 read the next words, in lane order
 //
@@ -62,12 +62,12 @@ constexpr PermTable make_perm() {
 constexpr PermTable kPerm = make_perm();
 
 struct Consts {
-  __m256i mask_p, low, m16;
+  __m256i mask_p, low;
   __m128i shift_p;
 };
 
 // One lane group (4 lanes) of one round, up to the renormalization. Returns the new states
-// before renormalization; `e` receives the gathered entries (symbols in byte 6 of each lane).
+// before renormalization; `e` receives the looked-up entries (symbols in byte 4 of each lane).
 GP_TARGET_AVX2 inline __m256i step(__m256i x, const long long* entries, const Consts& c, __m256i& e) {
   // The lookup goes through memory: store the 4 slots, 4 scalar table loads, 4 scalar
   // stores, one vector load. Not _mm256_i64gather_epi64: on the EPYC (Zen 4) VM this was
@@ -86,7 +86,7 @@ GP_TARGET_AVX2 inline __m256i step(__m256i x, const long long* entries, const Co
   const __m256i q = _mm256_srl_epi64(x, c.shift_p);
   const __m256i lo = _mm256_mul_epu32(q, e);
   const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(q, 32), e);
-  const __m256i bias = _mm256_and_si256(_mm256_srli_epi64(e, 32), c.m16);
+  const __m256i bias = _mm256_srli_epi64(e, 48);  // slot - cum: the top 16 bits, no mask needed
   return _mm256_add_epi64(_mm256_add_epi64(lo, _mm256_slli_epi64(hi, 32)), bias);
 }
 
@@ -109,15 +109,14 @@ GP_TARGET_AVX2 uint64_t rounds_avx2(int P, uint64_t* xs, const uint8_t*& wp_ref,
   Consts c;
   c.mask_p = _mm256_set1_epi64x((1ll << P) - 1);
   c.low = _mm256_set1_epi64x(int64_t(kStateLow));
-  c.m16 = _mm256_set1_epi64x(0xFFFF);
   c.shift_p = _mm_cvtsi32_si128(P);
-  // Symbol bytes: byte 6 of each 64-bit lane (bytes 6 and 14 of each 128-bit half). Group 0's
+  // Symbol bytes: byte 4 of each 64-bit lane (bytes 4 and 12 of each 128-bit half). Group 0's
   // lanes 0,1 | 2,3 go to output bytes 0,1 | 2,3; group 1's to bytes 4,5 | 6,7. The two halves
   // are then ORed together.
-  const __m256i sel0 = _mm256_setr_epi8(6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, -1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel0 = _mm256_setr_epi8(4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1);
   __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs));
   __m256i x1 = V == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + 4)) : x0;
   const uint8_t* wp = wp_ref;
@@ -157,17 +156,16 @@ GP_TARGET_AVX2 uint64_t rounds_multi(AvxStream* st, uint64_t rounds) {
   for (int k = 0; k < S; ++k) {
     c[k].mask_p = _mm256_set1_epi64x((1ll << st[k].P) - 1);
     c[k].low = _mm256_set1_epi64x(int64_t(kStateLow));
-    c[k].m16 = _mm256_set1_epi64x(0xFFFF);
     c[k].shift_p = _mm_cvtsi32_si128(st[k].P);
     x0[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x));
     x1[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 4));
     wp[k] = st[k].wp;
     entries[k] = reinterpret_cast<const long long*>(st[k].entries);
   }
-  const __m256i sel0 = _mm256_setr_epi8(6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, -1, -1, -1, -1, 6, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel0 = _mm256_setr_epi8(4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1);
   uint64_t r = 0;
   for (; r < rounds; ++r) {
     bool room = true;
