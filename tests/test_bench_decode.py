@@ -114,3 +114,56 @@ def test_cli_errors_are_one_line(artifact, tmp_path, capsys, args, message):
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+
+
+def rebuilt(artifact, tmp_path, bits=None, name=None, edit=None):
+    """The artifact rebuilt with valid CRCs: every int_rowscale tensor declared `bits` wide (its
+    symbols, +-20, fit 6 bits), and `edit(bytes) -> bytes` applied to tensor `name`'s symbols."""
+    from dataclasses import replace
+
+    from golfpack.codec.container import EncodedStream, EncodedTensor, build_artifact
+
+    art = read_artifact(artifact)
+    tensors = []
+    for e in art.tensors.values():
+        scheme, streams = dict(e.scheme), {}
+        for role, s in e.streams.items():
+            data, st = e.stream_bytes(role), s.type
+            if role == "symbols" and bits and e.kind == "int_rowscale":
+                scheme["bits"], st = bits, replace(st, bits=bits)
+            if e.name == name and role == "symbols":
+                data = edit(data)
+            streams[role] = EncodedStream(st, s.coder, s.transform, data)
+        tensors.append(EncodedTensor(e.name, e.shape, e.dtype, scheme, streams, e.meta))
+    p = tmp_path / f"rebuilt{bits}.golfpack"
+    p.write_bytes(build_artifact(tensors, config=art.config, source=art.source))
+    return p
+
+
+@pytest.mark.parametrize("bits", [6, 7])
+def test_fused_equals_per_tensor_path_narrow_symbols(artifact, tmp_path, bits):
+    p = rebuilt(artifact, tmp_path, bits)
+    ref = load_packed(p, fused=False)
+    same_model(load_packed(p), ref)
+    assert {m.bits for m in ref.modules() if isinstance(m, PackedLinear)} == {bits}
+
+
+def test_bad_rans_stream_with_valid_crc_same_error_both_paths(artifact, tmp_path):
+    art = read_artifact(artifact)
+    e = next(e for e in art.tensors.values() if e.packs_directly and e.name.endswith("attn.proj.weight"))
+    wide = e.symbols().copy()
+    wide.flat[7] = 40  # fits int8, not 6 bits
+    cases = [
+        (lambda d: d[:-4], "rANS stream: truncated"),
+        (lambda d: _C.rans_encode((wide.astype("int16") + 128).astype("uint8").ravel(), 0, 0),
+         "rans stream decodes symbols outside the 6-bit range"),
+    ]
+    for edit, msg in cases:
+        p = rebuilt(artifact, tmp_path, 6, e.name, edit)
+        errors = []
+        for fused in (True, False):
+            with pytest.raises(FormatError) as err:
+                load_packed(p, fused=fused)
+            errors.append(str(err.value))
+        assert errors[0] == errors[1], errors
+        assert f"tensor '{e.name}': symbols stream: {msg}" in errors[0]
