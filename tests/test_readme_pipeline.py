@@ -1,10 +1,10 @@
-"""The README's main job, end to end, on stdlib text only (no ../shared needed).
-
-Same commands as the README, with smaller sizes (few docs, 3 training steps) so
-it stays a quick smoke test of the whole chain: tokenizer -> shards -> train ->
-encode -> inspect -> decode -> eval (dense and packed-capable paths).
+"""The README's main job, end to end: its quick start is exactly one install command and
+`golfpack demo`, and the demo (at --quick sizes, stdlib text only, no ../shared needed) runs the
+whole chain through the real command line: tokenizer -> shards -> train -> encode (planner with
+calibration) -> decode -> eval (plain, sliding, LoRA TTT) -> RD plot.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,33 +14,46 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def gp(*args, cwd):
-    p = subprocess.run([sys.executable, "-m", "golfpack", *map(str, args)], cwd=cwd, capture_output=True,
-                       text=True, timeout=600)
-    assert p.returncode == 0, f"golfpack {' '.join(map(str, args))}:\n{p.stderr}"
-    return p.stdout
+def quick_start_commands() -> list[str]:
+    """The commands of the README's first ```bash block (the quick start), comments dropped."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block, "README has no bash block"
+    return [ln.split("#")[0].strip() for ln in block.group(1).splitlines() if ln.split("#")[0].strip()]
+
+
+def test_readme_quick_start_is_install_plus_demo():
+    cmds = quick_start_commands()
+    assert len(cmds) == 2, cmds
+    assert cmds[0].startswith("pip install")
+    assert cmds[1] == "golfpack demo"
 
 
 @pytest.mark.slow
-def test_readme_main_job_on_stdlib_text(tmp_path):
-    cfg = json.loads((REPO / "examples" / "tiny.json").read_text())
-    cfg["train"].update(steps=3, batch_tokens=2048, warmdown_steps=1, log_every=1)
-    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
-    gp("data", "train-tokenizer", "--stdlib", "--vocab", "1024", "--out", "sp1024.model",
-       "--max-input-bytes", "1000000", cwd=tmp_path)
-    gp("data", "tokenize", "--stdlib", "--tokenizer", "sp1024.model", "--out", "data", "--val-docs", "5",
-       "--max-docs", "60", cwd=tmp_path)
-    gp("train", "--config", "tiny.json", "--data", "data/stdlib_train_sp1024.bin", "--out", "ckpt",
-       "--device", "cpu", "--threads", "1", "--quiet", cwd=tmp_path)
-    enc = json.loads(gp("encode", "ckpt", "-o", "tiny.gp", "--lossless", "--json", cwd=tmp_path))
-    assert enc["artifact_bytes"] == (tmp_path / "tiny.gp").stat().st_size and enc["has_config"]
-    ins = json.loads(gp("inspect", "tiny.gp", "--verify", "--json", cwd=tmp_path))
-    assert ins["verified"] and ins["config"]["num_layers"] == cfg["num_layers"]
-    gp("decode", "tiny.gp", "-o", "tiny.safetensors", cwd=tmp_path)
-    common = ["--val", "data/stdlib_val_sp1024.bin", "--tokenizer", "sp1024.model", "--seq-len", "256",
-              "--max-tokens", "1024", "--json", "--threads", "1"]
-    art = json.loads(gp("eval", "tiny.gp", *common, cwd=tmp_path))
-    ckpt = json.loads(gp("eval", "ckpt", *common, cwd=tmp_path))
-    assert art["tokens"] == ckpt["tokens"] == 1024
-    assert art["val_bpb"] == ckpt["val_bpb"]  # lossless: the artifact scores exactly like its source
-    assert 0 < art["val_bpb"] < 20
+def test_readme_main_job_runs_from_the_command_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "golfpack", "demo", "--quick", "--out", "demo", "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout)
+    out = tmp_path / "demo"
+    for f in ("sp1024.model", "data/stdlib_train_sp1024.bin", "data/stdlib_val_sp1024.bin", "ckpt/model.safetensors",
+              "ckpt/config.json", "model.gp", "rd.png", "results.json", "results.md"):
+        assert (out / f).is_file(), f
+    assert r["artifact_bytes"] == (out / "model.gp").stat().st_size <= r["budget"] < r["lossless_bytes"]
+    modes = [(e["what"], e["mode"]) for e in r["evals"]]
+    assert ("float checkpoint", "plain") in modes and ("artifact", "plain") in modes
+    assert any(m.startswith("sliding") for w, m in modes if w == "artifact")
+    assert r["ttt"] is not None or any(m.startswith("LoRA TTT") for _, m in modes)
+    plain = {e["what"]: e for e in r["evals"] if e["mode"] == "plain"}
+    assert plain["artifact"]["tokens"] == plain["float checkpoint"]["tokens"] == r["eval_tokens"]
+    assert r["within_0.01"] == (abs(plain["artifact"]["val_bpb"] - plain["float checkpoint"]["val_bpb"]) <= 0.01)
+    assert len(r["rd"]) >= 2 and all(x["total_bytes"] <= x["budget"] for x in r["rd"])
+    # progress bars went to stderr, the result to stdout
+    assert "eval artifact plain" in p.stderr or "%" in p.stderr
+    # the artifact scores the same through `golfpack eval` as inside the demo
+    e = subprocess.run([sys.executable, "-m", "golfpack", "eval", "demo/model.gp", "--val", r["val_shard"],
+                        "--tokenizer", r["tokenizer"], "--seq-len", str(r["seq_len"]), "--max-tokens",
+                        str(r["eval_tokens"]), "--batch", "8", "--threads", "1", "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert e.returncode == 0, e.stderr
+    assert json.loads(e.stdout)["val_bpb"] == pytest.approx(plain["artifact"]["val_bpb"], abs=1e-9)
