@@ -47,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bisect-tol", type=float, default=0.04,
                    help="same-bpb search stops when the bracketing budgets differ by less than this fraction")
     p.add_argument("--planner", choices=("full", "fast"), default="full",
-                   help="golfpack's candidate set: full (encode --budget's defaults) or fast (no LQER, one clip "
-                        "multiplier: about a third of the candidates, for loaded machines)")
+                   help="golfpack's candidate set: full (encode --budget's defaults) or fast (no LQER, no "
+                        "rate-aware variants, one clip multiplier: a fraction of the candidates, for loaded machines)")
     p.add_argument("--out-dir", default=None, help="keep every peer blob and golfpack artifact here")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="write the RD plot (val_bpb vs bytes)")
     p.add_argument("--markdown", default=None, metavar="OUT.md", help="also write the table as Markdown")
@@ -197,8 +197,8 @@ def run(args) -> int:
 
     # ---- golfpack: one candidate set, then one plan per budget
     cfg = PlannerConfig()
-    if args.planner == "fast":  # what `golfpack encode --budget B --no-lqer` does, with one clip multiplier
-        cfg.lqer_ranks, cfg.clip_mults = (), (1.0,)
+    if args.planner == "fast":  # `golfpack encode --budget B --no-lqer --no-rate`, with one clip multiplier
+        cfg.lqer_ranks, cfg.clip_mults, cfg.rate_mults = (), (1.0,), ()
     say("golfpack: building the planner's candidates (once for every budget) ...")
     t0 = time.perf_counter()
     items = build_items(ck, cal, cfg, (), P.staged("golfpack candidates", show))

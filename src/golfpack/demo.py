@@ -115,18 +115,20 @@ class _Clock:
             self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t, 2)
 
 
-def _timed_bar(seconds: float, desc: str, enabled: bool):
-    """A bar over a stage bounded by wall time (the trainer stops at its time budget): a thread moves
-    it once a second; the caller sets the event when the stage ends."""
+def _timed_bar(seconds: float | None, desc: str, enabled: bool):
+    """A bar over a stage bounded by wall time (the trainer stops at its time budget), moved once a
+    second by a thread; seconds None: elapsed seconds only (a stage with no progress callback of its
+    own). Returns stop(), which the caller runs when the stage ends."""
     from golfpack.progress import bar
 
     done = threading.Event()
-    b = bar(int(math.ceil(seconds)), desc, enabled, unit="s")
+    b = bar(None if seconds is None else int(math.ceil(seconds)), desc, enabled, unit="s")
     t0 = time.perf_counter()
 
     def tick():
         while not done.wait(1.0):
-            b.update(min(b.total, int(time.perf_counter() - t0)) - b.n)
+            el = int(time.perf_counter() - t0)
+            b.update((el if b.total is None else min(b.total, el)) - b.n)
 
     th = threading.Thread(target=tick, daemon=True)
     th.start()
@@ -134,7 +136,8 @@ def _timed_bar(seconds: float, desc: str, enabled: bool):
     def stop():
         done.set()
         th.join()
-        b.update(b.total - b.n)
+        if b.total is not None:
+            b.update(b.total - b.n)
         b.close()
     return stop
 
@@ -161,7 +164,7 @@ def _tokenizer(args, out: Path, show: bool, clock: _Clock) -> Path:
 
     docs = _docs(args, _pick(args, "tokenizer_bytes"))
     path = out / "sp1024.model"
-    stop = _timed_bar(3 if args.quick else 6, "tokenizer (SentencePiece BPE, 1024 pieces)", show)
+    stop = _timed_bar(None, "tokenizer (SentencePiece BPE, 1024 pieces)", show)
     try:
         clock.run("tokenizer", train_tokenizer, docs, path, vocab_size=1024, max_bytes=_pick(args, "tokenizer_bytes"))
     finally:
@@ -293,7 +296,9 @@ def run_demo(args) -> int:
         f"tokens of {train_shard.name}")
     cal = clock.run("encode", calibrate, from_state_dict(sd, ck.config), shard=train_shard, n_seqs=n_cal,
                     seq_len=args.seq_len)
-    cfg = PlannerConfig()
+    # The planner's lean candidate set (`encode --budget --no-lqer --no-rate`, two clip multipliers):
+    # the full set is minutes of CPU even for this small model, and the budget below is generous.
+    cfg = PlannerConfig(lqer_ranks=(), rate_mults=(), clip_mults=(1.0, 2 ** (1 / 3)))
     items = clock.run("encode", build_items, ck, cal, cfg, (), staged("encode candidates", show))
     res = {}
 
