@@ -2,15 +2,11 @@
 
     evaluate(model, tokens, tables, seq_len=..., stride=None, doc_aware=False, ...) -> EvalResult
     plan_segments(...)   which rows each mode runs and which targets it scores (windows.py)
-    evaluate_ttt(model, tokens, tables, TTTConfig.for_method("lora"), ...) -> TTTResult
-                         score-first test-time training (ttt.py)
 
 Modes: plain, sliding (exact_once | rescore_tail), document-aware (hard cut or
 sliding within documents); single process or under torchrun. CLI: `golfpack eval`.
 """
 from golfpack.evaluate.bpb import EvalResult, evaluate
-from golfpack.evaluate.ttt import TTTConfig, TTTResult, evaluate_ttt
 from golfpack.evaluate.windows import Segments, plan_batches, plan_segments
 
-__all__ = ["EvalResult", "evaluate", "Segments", "plan_segments", "plan_batches", "TTTConfig", "TTTResult",
-           "evaluate_ttt"]
+__all__ = ["EvalResult", "evaluate", "Segments", "plan_segments", "plan_batches"]
