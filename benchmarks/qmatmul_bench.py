@@ -11,6 +11,8 @@ is the least disturbed run). ratio = packed / dense (target <= 1.25 at M=4096).
 import argparse
 import time
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +39,10 @@ def main():
     ap.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8])
     ap.add_argument("--m", type=int, nargs="+", default=[1, 16, 4096])
     ap.add_argument("--backward", action="store_true", help="also time forward + grad_x (transposed kernels) vs dense autograd")
+    ap.add_argument("--raw", action="store_true",
+                    help="also time the bare kernel call (_C.qgemm_f32 into a preallocated array, no "
+                         "PackedLinear / autograd / tensor wrapping) against dense F.linear: at small M "
+                         "this separates the kernel from the Python-side cost of a layer call")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -64,6 +70,17 @@ def main():
                         # forward + grad_x through autograd, for both (dense: F.linear on W_hat)
                         ops.append(("f+b", lambda l: torch.autograd.grad(l(xg), xg, gy)[0],
                                     lambda: torch.autograd.grad(F.linear(xg, wd), xg, gy)[0]))
+                    if a.raw:
+                        xn, pk, sc = x.numpy(), native.packed.numpy(), native.scales.numpy()
+                        out = np.empty((M, N), np.float32)
+                        raw = lambda: _C.qgemm_f32(xn, pk, sc, bits, K, out=out, threads=a.threads)  # noqa: E731
+                        td = tr = float("inf")
+                        for _ in range(3):
+                            td = min(td, best_time(lambda: F.linear(x, wd), reps))
+                            tr = min(tr, best_time(raw, reps))
+                        worst[("raw", M)] = max(worst.get(("raw", M), 0.0), tr / td)
+                        print(f"raw  {f'{N}x{K}':>10} {bits:>4} {M:>5} {td*1e6:>10.1f} {tr*1e6:>10.1f} "
+                              f"{'':>10} {'':>10} {tr/td:>10.2f}", flush=True)
                     for name, run, dense in ops:
                         if name == "f+b":
                             xg = x.clone().requires_grad_(True)
