@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=8192)
     ap.add_argument("--rss-limit-mb", type=int, default=3072)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-time", type=int, default=0, help="also stop each target after this many seconds (0: no limit)")
     args = ap.parse_args()
 
     python = args.asan or args.python
@@ -73,7 +74,7 @@ def main() -> None:
         subprocess.run([args.python, str(HERE / "make_corpus.py"), str(args.corpus)], check=True)
     args.logs.mkdir(parents=True, exist_ok=True)
     common = [f"-max_len={args.max_len}", "-timeout=10", f"-rss_limit_mb={args.rss_limit_mb}",
-              f"-seed={args.seed}", "-print_final_stats=1"]
+              f"-seed={args.seed}", "-print_final_stats=1"] + ([f"-max_total_time={args.max_time}"] if args.max_time else [])
     rows = []
     targets = [] if args.targets == "none" else args.targets.split(",")
     for t in targets:

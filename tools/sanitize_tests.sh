@@ -2,6 +2,7 @@
 # Run golfpack's test suite against an ASan + UBSan build of golfpack._C (SECURITY.md).
 #
 #   tools/sanitize_tests.sh [pytest args]          e.g. tools/sanitize_tests.sh -m "not slow" -x
+#   tools/sanitize_tests.sh -m slow tests/test_hostile_artifacts.py
 #
 # Builds the extension with GOLFPACK_SANITIZE=ON (CMakeLists.txt: -fsanitize=address,undefined,
 # -fno-sanitize-recover=undefined) into its own virtual environment, $GOLFPACK_ASAN_VENV
@@ -41,4 +42,5 @@ fi
 export LD_PRELOAD="$preload"
 echo "golfpack._C under test: $so (ASan + UBSan)"
 cd "$repo"
-exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" tests
+# No path given: pytest's testpaths (tests/). Paths may be given: tests/test_rans.py -m slow
+exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
