@@ -11,6 +11,7 @@ from golfpack.cli import main as gp_main
     (["--eval-tokens", "10"], "--eval-tokens"),
     (["--tokenizer", "/nonexistent/sp.model"], "tokenizer not found"),
     (["--data", "/nonexistent/corpus.jsonl"], "not found"),
+    (["--checkpoint", "/nonexistent/ckpt"], "--checkpoint needs --tokenizer"),
 ])
 def test_demo_bad_options_are_one_line(tmp_path, capsys, argv, msg):
     if "--data" in argv:  # data is read after the tokenizer: give one so the data error is the first

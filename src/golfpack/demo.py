@@ -266,6 +266,9 @@ def run_demo(args) -> int:
         import matplotlib  # noqa: F401  (the plot is part of the demo: fail before minutes of work)
     except ImportError:
         raise GolfpackError("the demo's RD plot needs matplotlib: pip install 'golfpack[plot]'") from None
+    if args.checkpoint and not args.tokenizer:
+        raise GolfpackError("--checkpoint needs --tokenizer (the checkpoint's own): a tokenizer trained here "
+                            "would not match its vocabulary")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise GolfpackError(f"--out {out} exists and is not a folder")
