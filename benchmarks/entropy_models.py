@@ -91,7 +91,7 @@ def coder_sizes(mats: dict[str, np.ndarray], nncodec_python: str | None) -> dict
             with tempfile.TemporaryDirectory() as d:
                 p = Path(d) / "all.bin"
                 p.write_bytes(b"".join(raw.values()))
-                subprocess.run(["lrzip", "-z", "-q", "-f", str(p)], check=True, capture_output=True)
+                subprocess.run(["lrzip", "-z", "-T", "-q", "-f", str(p)], check=True, capture_output=True)
                 return (Path(d) / "all.bin.lrz").stat().st_size
         run("lrzip -z (one file)", lrz)
     if nncodec_python:
