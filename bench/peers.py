@@ -350,11 +350,9 @@ def write_plot(r: dict, path: Path) -> None:
     ax.set_title(f"{Path(r['source']).name}: competitors' exports vs golfpack", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    from golfpack.codec.rd import save_png
+
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,18 @@ def parse_budgets(text: str, source_bytes: int | None) -> list[int]:
     return sorted(set(out))
 
 
+def save_png(fig, path: Path) -> None:
+    """tight_layout, then write the figure next to `path` and rename it into place (a reader never
+    sees half a PNG), and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_plot(rows: list[dict], reference: dict | None, path: Path, title: str) -> None:
     """val_bpb against total bytes (PNG, matplotlib)."""
     try:
@@ -70,11 +82,7 @@ def write_plot(rows: list[dict], reference: dict | None, path: Path, title: str)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path)
 
 
 def run_rd(args: argparse.Namespace) -> int:

@@ -101,6 +101,25 @@ def _validate_tokens(tokens: np.ndarray, vocab: int) -> None:
         )
 
 
+def checked_tokens(model, tokens, tables, max_tokens: int | None) -> np.ndarray:
+    """The token stream cut to max_tokens targets (+1 input), checked against the byte tables'
+    vocabulary and the model's: what every scorer (plain, sliding, TTT) starts from."""
+    tokens = np.asarray(tokens)
+    if max_tokens is not None:
+        if int(max_tokens) < 1:
+            raise GolfpackError(f"max_tokens must be >= 1, got {max_tokens}")
+        tokens = tokens[: int(max_tokens) + 1]
+    vocab = int(len(tables.base_bytes))
+    model_vocab = _model_vocab(model)
+    if model_vocab is not None and model_vocab != vocab:
+        raise GolfpackError(
+            f"model vocabulary ({model_vocab}) differs from the byte tables' ({vocab}): "
+            "the tokenizer does not belong to this model"
+        )
+    _validate_tokens(tokens, vocab)
+    return tokens
+
+
 class _BatchScorer:
     """Runs one batch of segments and returns (loss_sum fp64, tokens, bytes) tensors."""
 
@@ -200,19 +219,7 @@ def evaluate(
         raise GolfpackError(f"unknown sliding variant {variant!r} (expected one of {', '.join(VARIANTS)})")
     if int(batch) < 1:
         raise GolfpackError(f"batch must be >= 1, got {batch}")
-    tokens = np.asarray(tokens)
-    if max_tokens is not None:
-        if int(max_tokens) < 1:
-            raise GolfpackError(f"max_tokens must be >= 1, got {max_tokens}")
-        tokens = tokens[: int(max_tokens) + 1]
-    vocab = int(len(tables.base_bytes))
-    model_vocab = _model_vocab(model)
-    if model_vocab is not None and model_vocab != vocab:
-        raise GolfpackError(
-            f"model vocabulary ({model_vocab}) differs from the byte tables' ({vocab}): "
-            "the tokenizer does not belong to this model"
-        )
-    _validate_tokens(tokens, vocab)
+    tokens = checked_tokens(model, tokens, tables, max_tokens)
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

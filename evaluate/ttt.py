@@ -347,18 +347,9 @@ def evaluate_ttt(
     if not isinstance(config, TTTConfig):
         raise GolfpackError(f"config must be a TTTConfig, got {type(config).__name__}")
     config.validate()
-    from golfpack.evaluate.bpb import _model_vocab, _validate_tokens
+    from golfpack.evaluate.bpb import checked_tokens
 
-    tokens = np.asarray(tokens)
-    if max_tokens is not None:
-        if int(max_tokens) < 1:
-            raise GolfpackError(f"max_tokens must be >= 1, got {max_tokens}")
-        tokens = tokens[: int(max_tokens) + 1]
-    vocab = int(len(tables.base_bytes))
-    mv = _model_vocab(model)
-    if mv is not None and mv != vocab:
-        raise GolfpackError(f"model vocabulary ({mv}) differs from the byte tables' ({vocab})")
-    _validate_tokens(tokens, vocab)
+    tokens = checked_tokens(model, tokens, tables, max_tokens)
     if not hasattr(model, "linear_names") or not hasattr(model, "forward_hidden"):
         raise GolfpackError("test-time training needs a golfpack GPT (linear_names / forward_hidden)")
     dev, amp = _resolve(device, autocast_dtype)
