@@ -197,7 +197,7 @@ def run(args) -> int:
 
     # ---- golfpack: one candidate set, then one plan per budget
     cfg = PlannerConfig()
-    if args.planner == "fast":  # `golfpack encode --budget B --no-lqer --no-rate`, with one clip multiplier
+    if args.planner == "fast":  # `golfpack encode --budget B --no-lqer`, with one clip multiplier
         cfg.lqer_ranks, cfg.clip_mults, cfg.rate_mults = (), (1.0,), ()
     say("golfpack: building the planner's candidates (once for every budget) ...")
     t0 = time.perf_counter()

@@ -4,9 +4,9 @@
                                  [--rate-mults 1] [--max-tokens N] [--json OUT]
 
 One calibration serves both arms. "before" builds the planner's candidates as
-`golfpack encode --budget ... --no-rate` does; "after" adds rate-aware
+`golfpack encode --budget ...` does by default; "after" adds rate-aware
 rounding (codec.rate) of each hull candidate at its local hull slope times each
---rate-mults value, as the default `golfpack encode --budget` does. Each budget
+--rate-mults value, as `golfpack encode --budget ... --rate-mults 0.5,1,2` does. Each budget
 is planned in both arms (the planner lands each within 0.5% under the budget),
 and both artifacts are scored on the same validation tokens (seq 512, plain).
 Budgets given as percentages are of the source file's size. Defaults read

@@ -223,9 +223,7 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         cfg.lqer_ranks = ()
     if args.no_prune or not budgeted:
         cfg.prune_rel = ()
-    if args.no_rate or not budgeted:
-        cfg.rate_mults = ()
-    else:
+    if args.rate_mults is not None and budgeted:
         cfg.rate_mults = parse_rate_mults(args.rate_mults)
     if not budgeted:
         cfg.clip_mults = (1.0,)
@@ -262,9 +260,9 @@ def add_planner_arguments(p) -> None:
     p.add_argument("--lqer-ranks", default="4,16", metavar="LIST", help="LQER ranks the planner tries (default 4,16)")
     p.add_argument("--lqer-bits", type=int, default=6, help="bits of the quantized LQER factors (default 6)")
     p.add_argument("--no-prune", action="store_true", help="no pruning candidates")
-    p.add_argument("--no-rate", action="store_true", help="no rate-aware rounding candidates (golfpack.codec.rate)")
-    p.add_argument("--rate-mults", default="0.5,1,2", metavar="LIST",
-                   help="rate-aware rounding of each hull candidate at its hull slope times each of these (default 0.5,1,2)")
+    p.add_argument("--rate-mults", default=None, metavar="LIST",
+                   help="add rate-aware rounding candidates (golfpack.codec.rate): each hull candidate re-rounded at "
+                        "its hull slope times each of these, e.g. 0.5,1,2 (default: none)")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="land within this fraction below the budget (default 0.005)")
 

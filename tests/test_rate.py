@@ -177,7 +177,8 @@ def test_rate_candidates_sit_where_the_hull_prices_bits(calibrated):
 
 def test_the_planner_uses_rate_candidates_and_never_predicts_worse(calibrated):
     ck, cal = calibrated
-    base = PlannerConfig(min_numel=MIN_NUMEL, jobs=1, lqer_ranks=(), prune_rel=(), tolerance=0.02)
+    base = PlannerConfig(min_numel=MIN_NUMEL, jobs=1, lqer_ranks=(), prune_rel=(), tolerance=0.02,
+                         rate_mults=(0.5, 1.0, 2.0))
     without = build_items(ck, cal, PlannerConfig(**{**base.__dict__, "rate_mults": ()}))
     with_rate = build_items(ck, cal, base)
     assert not any(c.choice.rate_lam for it in without for c in it.cands)
@@ -202,9 +203,12 @@ def test_encode_cli_rate_options(tmp_path, capsys):
     quick = ["--min-numel", "256", "--tolerance", "0.02", "--quiet", "--jobs", "1", "--calib", "none",
              "--method", "rtn", "--budget", "6000", "--json"]
     capsys.readouterr()
-    assert main(["encode", str(src), "-o", str(tmp_path / "a.gp"), *quick, "--no-rate"]) == 0
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.gp"), *quick]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert not any(t["choice"].get("rate_lam") for t in rep["plan"])
+    assert not any(t["choice"].get("rate_lam") for t in rep["plan"])  # off by default
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.gp"), *quick, "--rate-mults", "0.5,1,2"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["total_bytes"] <= 6000
     for bad, msg in (("x", "'x' is not a number"), ("0", "positive finite"), ("1,-2", "positive finite")):
         rc = main(["encode", str(src), "-o", str(tmp_path / "b.gp"), *quick, "--rate-mults", bad])
         out, err = capsys.readouterr()

@@ -299,7 +299,7 @@ def run_demo(args) -> int:
         f"tokens of {train_shard.name}")
     cal = clock.run("encode", calibrate, from_state_dict(sd, ck.config), shard=train_shard, n_seqs=n_cal,
                     seq_len=args.seq_len)
-    # The planner's lean candidate set (`encode --budget --no-lqer --no-rate`, two clip multipliers):
+    # The planner's lean candidate set (`encode --budget --no-lqer`, two clip multipliers):
     # the full set is minutes of CPU even for this small model, and the budget below is generous.
     cfg = PlannerConfig(lqer_ranks=(), rate_mults=(), clip_mults=(1.0, 2 ** (1 / 3)))
     items = clock.run("encode", build_items, ck, cal, cfg, (), staged("encode candidates", show))
