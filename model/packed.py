@@ -20,7 +20,6 @@ ordinary autograd trains the low-rank factors (LoRA-style TTT).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple, Union
 
 import numpy as np
