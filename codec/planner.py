@@ -258,10 +258,8 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
     # Stage 2b: rate-aware rounding of the hull, each at the price of a bit where it sits.
     if cfg.rate_mults:
         for k, (i, g, rule) in enumerate(gens):
-            for c, lam in _hull_slopes(lower_hull(g.cands)):
-                if c.q is None or c.q.group is not None or lam <= 0:
-                    continue
-                if c.choice.method == "gptq" and (g.stats is None or g.stats.H is None):
+            for c, lam in _hull_slopes(lower_hull(g.cands)):  # lam > 0; gptq candidates have an H
+                if c.q is None or c.q.group is not None:
                     continue
                 for m in cfg.rate_mults:
                     g.add_rate_aware(c, lam * m)

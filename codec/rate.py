@@ -42,9 +42,10 @@ def code_lengths(symbols: torch.Tensor, bits: int) -> torch.Tensor:
     from golfpack.codec.quant import qmax
 
     q = qmax(bits)
-    counts = torch.bincount(symbols.reshape(-1).to(torch.int64) + q, minlength=2 * q + 1).to(torch.float64)
-    if counts.numel() != 2 * q + 1:
+    flat = symbols.reshape(-1).to(torch.int64)
+    if flat.numel() and not (-q <= int(flat.min()) and int(flat.max()) <= q):
         raise GolfpackError(f"symbols outside -{q}..{q} for {bits} bits")
+    counts = torch.bincount(flat + q, minlength=2 * q + 1).to(torch.float64)
     p = (counts + 0.5) / (counts.sum() + 0.5 * counts.numel())
     return -torch.log2(p)
 
@@ -96,9 +97,9 @@ def rtn_rate_aware(w: torch.Tensor, scales: torch.Tensor, bits: int, weight: tor
     if scales.shape != (n,):
         raise GolfpackError(f"rate-aware RTN takes per-row scales [{n}], got {tuple(scales.shape)}")
     u = w.to(torch.float64) / scales.to(torch.float64).reshape(n, 1)
-    sym = torch.round(u).clamp_(-q, q)
     if lengths is None:
-        lengths = code_lengths(sym, bits)
+        lengths = code_lengths(torch.round(u).clamp_(-q, q), bits)
+    sym = None
     for _ in range(max(1, iters)):
         sym = round_rate_aware(u, weight, RateTerm(lam, lengths), q)
         lengths = code_lengths(sym, bits)

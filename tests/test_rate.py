@@ -51,8 +51,9 @@ def test_code_lengths_are_a_smoothed_distribution():
     assert float(torch.exp2(-L).sum()) == pytest.approx(1.0, abs=1e-12)
     assert torch.isfinite(L).all()
     assert L[7] < L[8] == L[6] == L[12] < L[0] == L[14]  # 0 cheapest, then the values used once, unused dearest
-    with pytest.raises(GolfpackError, match="outside"):
-        code_lengths(torch.tensor([9], dtype=torch.int8), 4)
+    for bad in (9, -9):  # above and below the range (bincount would raise its own error below)
+        with pytest.raises(GolfpackError, match="outside"):
+            code_lengths(torch.tensor([0, bad], dtype=torch.int8), 4)
 
 
 @pytest.mark.parametrize("lam", [-1.0, float("nan"), float("inf")])
