@@ -55,20 +55,6 @@ def parse_bytes(text: str, what: str) -> int:
     return int(v)
 
 
-def _progress_printer(enabled: bool):
-    if not enabled:
-        return None
-    state = {"stage": None, "t0": time.perf_counter()}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        if state["stage"] != stage:
-            state["stage"] = stage
-        print(f"\r  {stage:<11} {done}/{total} tensors  ({time.perf_counter() - state['t0']:.0f} s)", end=end,
-              file=sys.stderr, flush=True)
-    return progress
-
-
 def _calibration(args, ck, need: bool):
     """(calibration statistics, the float reference model they came from), or (None, None).
 
@@ -272,6 +258,7 @@ def _encode_lossy(args, ck, coders):
     from golfpack.codec.calib import measure_with
     from golfpack.codec.container import parse_artifact
     from golfpack.codec.planner import plan
+    from golfpack.progress import staged
 
     budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
     if budget is not None and budget < 1:
@@ -283,7 +270,7 @@ def _encode_lossy(args, ck, coders):
     if args.method == "gptq" and cal is None:
         raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
     log = None if args.quiet or args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
-    res = plan(ck, budget, cal, cfg, rules, code_bytes, progress=_progress_printer(not args.quiet and not args.json),
+    res = plan(ck, budget, cal, cfg, rules, code_bytes, progress=staged("candidates", not args.quiet and not args.json),
                log=log)
     if cal is not None:
         # the check the planner's prediction is held to: measured loss change on the calibration tokens

@@ -90,13 +90,14 @@ def run_rd(args: argparse.Namespace) -> int:
 
     from golfpack.checkpoint import read_checkpoint
     from golfpack.codec import spec
-    from golfpack.codec.cli import _calibration, _progress_printer, code_bytes_from_args, planner_config_from_args
+    from golfpack.codec.cli import _calibration, code_bytes_from_args, planner_config_from_args
     from golfpack.codec.container import parse_artifact, write_artifact
     from golfpack.codec.planner import build_items, plan
     from golfpack.data.bytes import build_byte_tables, load_sentencepiece
     from golfpack.data.shards import read_shards
     from golfpack.evaluate.bpb import evaluate
     from golfpack.model.load import from_state_dict
+    from golfpack.progress import staged
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -145,7 +146,7 @@ def run_rd(args: argparse.Namespace) -> int:
     reference = {"source": str(src), "total_bytes": src_bytes, **score(ref_model)}
     rows = []
     say("building candidates (once for every budget) ...")
-    items = build_items(ck, cal, cfg, rules, _progress_printer(not args.json and not args.quiet))
+    items = build_items(ck, cal, cfg, rules, staged("candidates", not args.json and not args.quiet))
     for b in budgets:
         say(f"budget {b:,} bytes: planning ...")
         res = plan(ck, b, cal, cfg, rules, code_bytes, items=items)

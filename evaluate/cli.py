@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from golfpack.errors import GolfpackError
@@ -138,27 +137,18 @@ def run_eval(args: argparse.Namespace) -> int:
     tables = build_byte_tables(sp, vocab_size=vocab)
     precision = {"auto": "auto", "bf16": torch.bfloat16, "fp32": None}[args.precision]
 
-    rank = int(os.environ.get("RANK", "0") or 0)
-    progress = None
-    if args.progress and rank == 0:
-        def progress(done: int, total: int) -> None:
-            if done == total or done % max(1, total // 50) == 0:
-                print(f"\r  {done}/{total} batches", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    from golfpack.progress import counter
 
+    rank = int(os.environ.get("RANK", "0") or 0)
+    show = args.progress and rank == 0
     if ttt_cfg is not None:
         from golfpack.evaluate.ttt import evaluate_ttt
 
-        if progress is not None:
-            def progress(done: int, total: int, _t=[0.0]) -> None:  # noqa: B006 - throttle state
-                import time
-                now = time.perf_counter()
-                if done == total or now - _t[0] > 1.0:
-                    _t[0] = now
-                    print(f"\r  TTT {args.ttt}: {done:,}/{total:,} targets", end="\n" if done == total else "",
-                          file=sys.stderr, flush=True)
+        progress = counter(f"TTT {args.ttt}", show, unit="target")
         r = evaluate_ttt(model, tokens, tables, ttt_cfg, device=device, max_tokens=args.max_tokens,
                          bos_id=args.bos_id, autocast_dtype=precision, progress=progress)
     else:
+        progress = counter("eval", show)
         r = evaluate(
             model, tokens, tables, seq_len=args.seq_len, stride=args.stride, doc_aware=args.doc_aware,
             batch=args.batch, device=device, max_tokens=args.max_tokens, bos_id=args.bos_id,
