@@ -200,21 +200,30 @@ BwdSmallFn pick_bwd_small(int bits) {
                                 &bwd_small_rows<5>, &bwd_small_rows<6>, &bwd_small_rows<7>, &bwd_small_rows<8>);
 }
 
+// run(b) for b in [0, blocks): on `threads` OpenMP threads when there are more than one (and
+// OpenMP is built in), else in order on this thread.
+template <class Run>
+void for_blocks(int64_t blocks, int threads, const Run& run) {
+#ifdef GOLFPACK_OPENMP
+  if (threads > 1) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) run(b);
+    return;
+  }
+#else
+  (void)threads;
+#endif
+  for (int64_t b = 0; b < blocks; ++b) run(b);
+}
+
 // Whole products; the output is split across threads in 64-wide blocks (columns for the
 // forward, k for the transposed product) when the work is worth a parallel region.
 void small_forward(const float* x, int64_t M, int64_t K, const uint8_t* packed, int64_t stride,
                    const float* scales, float* y, int64_t N, int bits, int threads) {
   const FwdSmallFn f = pick_fwd_small(bits);
   const int64_t blocks = (N + 63) / 64;
-  auto run = [&](int64_t b) { f(static_cast<int>(M), x, K, packed, stride, scales, y, N, b * 64, std::min(N, b * 64 + 64)); };
-  if (threads <= 1) {
-    for (int64_t b = 0; b < blocks; ++b) run(b);
-    return;
-  }
-#ifdef GOLFPACK_OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) run(b);
-#endif
+  for_blocks(blocks, threads,
+             [&](int64_t b) { f(static_cast<int>(M), x, K, packed, stride, scales, y, N, b * 64, std::min(N, b * 64 + 64)); });
 }
 
 void small_transposed(const float* gy, int64_t M, int64_t N, const uint8_t* packed, int64_t stride,
@@ -224,15 +233,8 @@ void small_transposed(const float* gy, int64_t M, int64_t N, const uint8_t* pack
     for (int64_t n = 0; n < N; ++n) coef[m * N + n] = gy[m * N + n] * scales[n];
   const BwdSmallFn f = pick_bwd_small(bits);
   const int64_t blocks = (K + 63) / 64;
-  auto run = [&](int64_t b) { f(static_cast<int>(M), coef.data(), N, packed, stride, gx, K, b * 64, std::min(K, b * 64 + 64)); };
-  if (threads <= 1) {
-    for (int64_t b = 0; b < blocks; ++b) run(b);
-    return;
-  }
-#ifdef GOLFPACK_OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) run(b);
-#endif
+  for_blocks(blocks, threads,
+             [&](int64_t b) { f(static_cast<int>(M), coef.data(), N, packed, stride, gx, K, b * 64, std::min(K, b * 64 + 64)); });
 }
 
 }  // namespace
