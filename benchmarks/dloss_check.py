@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+from golfpack.bench import paths
 
 
 def _rank(a):
@@ -33,8 +31,8 @@ def spearman(x, y) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=str(SHARED / "checkpoints/pg_baseline_7x384_sp1024.int8.ptz"))
-    ap.add_argument("--calib", default=str(SHARED / "shards/enwiki_train_sp1024.bin"))
+    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
+    ap.add_argument("--calib", default=paths.default(paths.CALIB))
     ap.add_argument("--bits", default="3,4")
     ap.add_argument("--seqs", type=int, default=8)
     ap.add_argument("--len", type=int, default=512)

@@ -17,14 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+from golfpack.bench import paths
+
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=str(SHARED / "checkpoints/pg_baseline_7x384_sp1024.int8.ptz"))
-    ap.add_argument("--calib", default=str(SHARED / "shards/enwiki_train_sp1024.bin"))
+    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
+    ap.add_argument("--calib", default=paths.default(paths.CALIB))
     ap.add_argument("--calib-seqs", type=int, default=32)
     ap.add_argument("--calib-len", type=int, default=512)
     ap.add_argument("--budgets", default=None, help="comma list (default: 1e6 .. lossless, 1e5 steps)")

@@ -20,16 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+from golfpack.bench import paths
+
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=str(SHARED / "checkpoints/pg_baseline_7x384_sp1024.int8.ptz"))
-    ap.add_argument("--calib", default=str(SHARED / "shards/enwiki_train_sp1024.bin"))
-    ap.add_argument("--val", default=str(SHARED / "shards/c4_val_sp1024.bin"))
-    ap.add_argument("--tokenizer", default=str(SHARED / "tokenizers/fineweb_1024_bpe.model"))
+    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
+    ap.add_argument("--calib", default=paths.default(paths.CALIB))
+    ap.add_argument("--val", default=paths.default(paths.VAL))
+    ap.add_argument("--tokenizer", default=paths.default(paths.TOKENIZER))
     ap.add_argument("--budgets", default="40%,50%,60%")
     ap.add_argument("--rate-mults", default="0.5,1,2")
     ap.add_argument("--method", default="gptq", choices=("gptq", "rtn"))

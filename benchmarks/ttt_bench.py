@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from golfpack.bench import paths
 from golfpack.data.bytes import build_byte_tables, load_sentencepiece
 from golfpack.data.shards import read_shards
 from golfpack.evaluate import evaluate
@@ -29,12 +30,11 @@ from golfpack.evaluate.packed_model import load_packed
 from golfpack.evaluate.ttt import TTTConfig, evaluate_ttt
 from golfpack.evaluate.windows import document_spans
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(SHARED))
+    ap.add_argument("--data", default=str(paths.shared_data()))
     ap.add_argument("--shard", default="c4_val")
     ap.add_argument("--docs", type=int, default=50, help="number of whole documents")
     ap.add_argument("--skip-docs", type=int, default=0, help="start after this many documents")
