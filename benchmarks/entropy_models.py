@@ -189,11 +189,15 @@ def _cocluster(q, R, C, iters=8) -> float:
         key = (rc[:, None] * C + cc[None, :]) * A + q
         return np.bincount(key.ravel(), minlength=R * C * A).reshape(R, C, A)
 
+    def log_probs():
+        T = counts() + 0.05
+        return np.log2(T / T.sum(2, keepdims=True))
+
     for _ in range(iters):
-        LP = np.log2((counts() + 0.05) / (counts() + 0.05).sum(2, keepdims=True))
+        LP = log_probs()
         if R > 1:
             rc = np.stack([-(LP[r][cc[None, :], q]).sum(1) for r in range(R)], 1).argmin(1)
-        LP = np.log2((counts() + 0.05) / (counts() + 0.05).sum(2, keepdims=True))
+        LP = log_probs()  # the row classes just moved
         if C > 1:
             cc = np.stack([-(LP[rc[:, None], c, q]).sum(0) for c in range(C)], 1).argmin(1)
     T = counts().reshape(R * C, A)
