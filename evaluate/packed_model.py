@@ -147,13 +147,13 @@ def _bits_for(symbols: np.ndarray) -> int:
 
 
 def _scales_f32(scales: torch.Tensor, n: int, name: str) -> torch.Tensor:
-    """Row scales as PackedLinear keeps them, checked as pack_linear_weights checks them."""
-    s = scales.to(torch.float32).contiguous()
-    if s.shape != (n,):
-        raise GolfpackError(f"{name}: scales must have shape ({n},), got {tuple(s.shape)}")
-    if not torch.isfinite(s).all():
-        raise GolfpackError(f"{name}: scales contain NaN or infinity")
-    return s
+    """Row scales as PackedLinear keeps them, checked by the same rule as pack_linear_weights."""
+    from golfpack.model.packed import row_scales
+
+    try:
+        return torch.from_numpy(row_scales(scales.to(torch.float32), n))  # (numpy has no bfloat16)
+    except GolfpackError as e:
+        raise GolfpackError(f"{name}: {e}") from None
 
 
 def load_packed(

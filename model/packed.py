@@ -77,16 +77,23 @@ def pack_linear_weights(symbols: ArrayLike, scales: ArrayLike, bits: int) -> Tup
     if q.size and (q.min() < lo or q.max() > hi):
         bad = q[(q < lo) | (q > hi)].flat[0]
         raise GolfpackError(f"symbol {int(bad)} is outside [{lo}, {hi}] for {bits}-bit packing")
+    s = row_scales(scales, q.shape[0])
+    packed = _native().qpack_rows(np.ascontiguousarray(q, dtype=np.int8), bits)
+    return torch.from_numpy(packed), torch.from_numpy(s.copy())
+
+
+def row_scales(scales: ArrayLike, n: int) -> np.ndarray:
+    """Per-row scales as the kernels take them: float32, contiguous, shape (n,), all finite
+    (GolfpackError otherwise). May be a view of `scales`."""
     s = scales.detach().cpu().numpy() if isinstance(scales, torch.Tensor) else np.asarray(scales)
-    if s.shape != (q.shape[0],):
-        raise GolfpackError(f"scales must have shape ({q.shape[0]},), got {tuple(s.shape)}")
+    if s.shape != (n,):
+        raise GolfpackError(f"scales must have shape ({n},), got {tuple(s.shape)}")
     if not np.issubdtype(s.dtype, np.floating):
         raise GolfpackError(f"scales must be floating point, got {s.dtype}")
     s = np.ascontiguousarray(s, dtype=np.float32)
     if not np.isfinite(s).all():
         raise GolfpackError("scales contain NaN or infinity")
-    packed = _native().qpack_rows(np.ascontiguousarray(q, dtype=np.int8), bits)
-    return torch.from_numpy(packed), torch.from_numpy(s.copy())
+    return s
 
 
 def quantize_rows_absmax(weight: torch.Tensor, bits: int) -> Tuple[torch.Tensor, torch.Tensor]:
