@@ -124,11 +124,15 @@ class TensorEntry:
         return b
 
     @property
+    def is_rowscale_matrix(self) -> bool:
+        """A 2-D int_rowscale tensor: what PackedLinear holds (symbols + one scale per row)."""
+        return self.is_quantized and self.kind == "int_rowscale" and len(self.shape) == 2
+
+    @property
     def packs_directly(self) -> bool:
         """True when `packed_rows` can decode this tensor's symbols straight into packed rows:
-        a 2-D int_rowscale tensor whose symbols are rANS-coded."""
-        return (self.is_quantized and self.kind == "int_rowscale" and len(self.shape) == 2
-                and self.streams["symbols"].coder == "rans")
+        a row-scale matrix whose symbols are rANS-coded."""
+        return self.is_rowscale_matrix and self.streams["symbols"].coder == "rans"
 
     def _decode(self, role: str) -> np.ndarray:
         s = self.streams[role]

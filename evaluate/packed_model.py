@@ -245,8 +245,7 @@ def load_packed(
         if getattr(module, "bias", None) is not None:
             return None  # golfpack linears are bias-free; keep anything else dense
         if src.kind == "artifact":
-            e = src._entries[renamed[key]]
-            if not (e.is_quantized and e.kind == "int_rowscale" and len(e.shape) == 2):
+            if not src._entries[renamed[key]].is_rowscale_matrix:
                 return None
         lr = src.lowrank(renamed[key])
         if lr is not None and src.dtype(renamed[key]) != torch.float32:
