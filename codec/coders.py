@@ -1,4 +1,4 @@
-"""Per-stream entropy coders: raw, rANS, zstd-22, brotli-11.
+"""Per-stream entropy coders: raw, rANS, row/column-classed rANS, zstd-22, brotli-11.
 
 A *stream* is one array the container stores: the integer symbols of a
 quantized tensor, its row scales, or the bytes of a float tensor. Every stream
@@ -8,6 +8,10 @@ has a logical form (what `decode_stream` returns) and each coder turns a
     stream type       raw                     rans                      zstd / brotli
     int (b bits)      bit-packed, b bits each u = s + 128, one symbol   int8 bytes (two's complement)
     float16/32/bf16   little-endian bytes     bytes as symbols          little-endian bytes
+
+`rans_rc` (codec/rans_rc.py) codes the symbols u = s + 128 of an int stream that is a matrix
+(StreamType.row_len > 0) with one table per (row class, column class) cell; it is not offered
+for float streams or streams without a row length.
 
 Float streams may also be *byte-shuffled* first (all first bytes of each value,
 then all second bytes, ...), which groups exponents together and helps every
@@ -20,17 +24,18 @@ gives a FormatError, never a bomb.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import brotli
 import numpy as np
 import zstandard
 
 from golfpack import _C
+from golfpack.codec import rans_rc
 from golfpack.errors import FormatError
 
 # Order matters: ties in size go to the earlier (faster to decode) coder.
-CODERS = ("raw", "rans", "zstd", "brotli")
+CODERS = ("raw", "rans", "rans_rc", "zstd", "brotli")
 FLOAT_TYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4"), "bfloat16": np.dtype("<u2"), "float64": np.dtype("<f8")}
 TRANSFORMS = ("none", "byteshuffle")
 ZSTD_LEVEL = 22
@@ -45,6 +50,16 @@ class StreamType:
     kind: str  # "int" or one of FLOAT_TYPES
     count: int
     bits: int = 8  # for kind == "int"
+    # Elements per row when the stream is a row-major matrix (0: not known). Only the writer
+    # uses it, to offer rans_rc; a rans_rc stream stores its own row length, so the manifest
+    # does not carry it and a parsed StreamType has 0 (hence compare=False).
+    row_len: int = field(default=0, compare=False)
+
+    def offers(self, coder: str) -> bool:
+        """Whether `coder` can code this stream (every coder but rans_rc codes every stream)."""
+        if coder != "rans_rc":
+            return True
+        return self.kind == "int" and self.count > 0 and self.row_len > 0 and self.count % self.row_len == 0
 
     @property
     def itemsize(self) -> int:
@@ -75,7 +90,7 @@ def _representation(values: np.ndarray, st: StreamType, coder: str, transform: s
     if st.kind == "int":
         if coder == "raw":
             return _C.pack_bits(values, st.bits).tobytes()
-        if coder == "rans":
+        if coder in ("rans", "rans_rc"):
             return (values.astype(np.int16) + RANS_SYMBOL_OFFSET).astype(np.uint8).tobytes()
         return values.tobytes()
     b = values.tobytes()
@@ -89,6 +104,10 @@ def encode_stream(values: np.ndarray, st: StreamType, coder: str, transform: str
         return rep
     if coder == "rans":
         return _C.rans_encode(np.frombuffer(rep, np.uint8), 0)
+    if coder == "rans_rc":
+        if not st.offers("rans_rc"):
+            raise ValueError("rans_rc codes non-empty int streams with a row length that divides the count")
+        return rans_rc.encode(np.frombuffer(rep, np.uint8).reshape(-1, st.row_len))
     if coder == "zstd":
         # write_content_size lets the reader check the declared size before allocating
         return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(rep)
@@ -102,7 +121,7 @@ def best_encoding(values: np.ndarray, st: StreamType, coders=CODERS) -> tuple[st
     transforms = ("none",) if st.kind == "int" or st.itemsize == 1 else TRANSFORMS
     best = None
     for coder in CODERS:
-        if coder not in coders:
+        if coder not in coders or not st.offers(coder):
             continue
         for tf in transforms:
             if coder == "raw" and tf != "none":
@@ -110,6 +129,10 @@ def best_encoding(values: np.ndarray, st: StreamType, coders=CODERS) -> tuple[st
             data = encode_stream(values, st, coder, tf)
             if best is None or len(data) < len(best[2]):
                 best = (coder, tf, data)
+    if best is None and "rans_rc" in coders:
+        # rans_rc codes only matrices of int symbols; its streams' fallback is its own
+        # order-0 special case, plain rans, so a coder list of just rans_rc still codes any stream.
+        return best_encoding(values, st, ("rans",))
     if best is None:
         raise ValueError(f"no usable coder among {coders!r}")
     return best
@@ -174,6 +197,12 @@ def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "non
             _check_symbol_range(vals, st.bits, coder)
             return vals.astype(np.int8)
         rep = sym.tobytes()
+    elif coder == "rans_rc":
+        if st.kind != "int":
+            raise FormatError("rans_rc codes int streams only")
+        vals = rans_rc.decode(data, st.count).astype(np.int16) - RANS_SYMBOL_OFFSET
+        _check_symbol_range(vals, st.bits, coder)
+        return vals.astype(np.int8)
     elif coder in ("zstd", "brotli"):
         n = st.count * st.itemsize  # int streams are stored one byte per symbol here
         rep = _bounded_zstd(data, n) if coder == "zstd" else _bounded_brotli(data, n)

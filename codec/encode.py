@@ -32,6 +32,11 @@ def _float_values(t: torch.Tensor) -> tuple[str, np.ndarray]:
     return DTYPE_NAMES[t.dtype], t.numpy()
 
 
+def row_length(shape) -> int:
+    """Elements per row of a symbol matrix of this shape, 0 below two dimensions (rans_rc needs rows)."""
+    return int(np.prod(shape[1:])) if len(shape) >= 2 else 0
+
+
 def lossless_tensor(ck: Checkpoint, name: str):
     """(name, shape, dtype name, scheme, {role: (StreamType, values)}) of one tensor, stored exactly."""
     if name in ck.quantized:
@@ -50,7 +55,7 @@ def lossless_tensor(ck: Checkpoint, name: str):
             if not torch.equal(torch.from_numpy(s_vals).to(qs.scale.dtype), qs.scale.reshape(-1)):
                 raise GolfpackError(f"{name}: scale dtype {qs.scale.dtype} cannot be stored losslessly")
         streams = {
-            "symbols": (StreamType("int", q.size, bits), q),
+            "symbols": (StreamType("int", q.size, bits, row_len=row_length(qs.symbols.shape)), q),
             "scales": (StreamType(st_kind, s_vals.size), s_vals),
         }
         return name, tuple(qs.symbols.shape), DTYPE_NAMES[qs.dtype], {"kind": kind, "bits": bits}, streams

@@ -29,7 +29,7 @@ import torch
 from golfpack.codec.candidates import Candidate, Choice, TensorCandidates, lower_hull, rans_bytes
 from golfpack.codec.coders import CODERS, StreamType
 from golfpack.codec.container import DTYPE_NAMES, build_artifact, parse_artifact
-from golfpack.codec.encode import _float_values, check_coders, encode_plan, lossless_tensor
+from golfpack.codec.encode import _float_values, check_coders, encode_plan, lossless_tensor, row_length
 from golfpack.errors import GolfpackError
 
 MIN_BUDGET = 1
@@ -307,7 +307,7 @@ def _tensor_plan(ck, item: Item, cand: Candidate):
     sc = q.scales.reshape(-1).to(torch.float16).numpy()
     scheme = {"kind": "int_rowscale", "bits": int(q.bits)}
     streams = {
-        "symbols": (StreamType("int", sym.size, int(q.bits)), sym),
+        "symbols": (StreamType("int", sym.size, int(q.bits), row_len=row_length(q.symbols.shape)), sym),
         "scales": (StreamType("float16", sc.size), sc),
     }
     if cand.lowrank is not None:
@@ -315,7 +315,7 @@ def _tensor_plan(ck, item: Item, cand: Candidate):
         scheme["lowrank"] = {"rank": lr.rank, "bits": int(lr.bits)}
         for role, part in (("lowrank_a", lr.a_t), ("lowrank_b", lr.b)):
             s = part.symbols.reshape(-1).numpy().astype(np.int8)
-            streams[role] = (StreamType("int", s.size, int(lr.bits)), s)
+            streams[role] = (StreamType("int", s.size, int(lr.bits), row_len=row_length(part.symbols.shape)), s)
             ps = part.scales.reshape(-1).to(torch.float16).numpy()
             streams[role + "_scales"] = (StreamType("float16", ps.size), ps)
     meta = {"choice": ch.to_json(), "dloss": float(f"{cand.dloss:.4g}")}

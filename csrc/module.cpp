@@ -8,6 +8,7 @@ namespace golfpack {
 void register_bitpack(py::module_& m);  // bitpack.cpp
 void register_rans(py::module_& m);     // rans.cpp
 void register_rans_rows(py::module_& m);  // rans_rows.cpp (rANS straight into packed rows)
+void register_rans_ctx(py::module_& m);   // rans_ctx.cpp (per-cell tables: the rans_rc coder)
 void register_crc32(py::module_& m);      // crc32.cpp (zlib-compatible CRC-32, PCLMULQDQ)
 void register_qmatmul(py::module_& m);  // qmatmul.cpp (CPU dequant-matmul; CUDA launchers when built)
 }  // namespace golfpack
@@ -22,6 +23,7 @@ PYBIND11_MODULE(_C, m) {
   golfpack::register_bitpack(m);
   golfpack::register_rans(m);
   golfpack::register_rans_rows(m);
+  golfpack::register_rans_ctx(m);
   golfpack::register_crc32(m);
   golfpack::register_qmatmul(m);
 }

@@ -127,7 +127,9 @@ def stream_seeds() -> list[bytes]:
                 if shuffle and (kind == "int" or coder == "raw"):
                     continue
                 n = int(g.integers(0, 40))
-                st = StreamType(kind, n, 5 if kind == "int" else 8)
+                st = StreamType(kind, n, 5 if kind == "int" else 8, row_len=4 if n % 4 == 0 else n)
+                if not st.offers(coder):
+                    continue
                 if kind == "int":
                     vals = g.integers(-16, 16, size=n).astype(np.int8)
                 else:
@@ -135,7 +137,7 @@ def stream_seeds() -> list[bytes]:
                     if kind == "bfloat16":
                         vals = g.integers(0, 2**16, size=n).astype(np.uint16)
                 data = encode_stream(vals, st, coder, "byteshuffle" if shuffle else "none")
-                sel = ci | (ki << 2) | (0x80 if shuffle else 0)
+                sel = ci | (ki << 3) | (0x80 if shuffle else 0)
                 out.append(bytes([sel]) + struct.pack("<H", n) + bytes([5 - 2]) + data)
     return out
 

@@ -203,8 +203,8 @@ def streams(data: bytes) -> None:
     if len(data) < 4:
         return
     sel, cnt = data[0], struct.unpack_from("<H", data, 1)[0]
-    coder = CODERS[sel % len(CODERS)]
-    kind = STREAM_KINDS[((sel >> 2) & 7) % len(STREAM_KINDS)]
+    coder = CODERS[(sel & 7) % len(CODERS)]
+    kind = STREAM_KINDS[((sel >> 3) & 7) % len(STREAM_KINDS)]
     transform = "byteshuffle" if sel & 0x80 and kind != "int" else "none"
     bits = 2 + data[3] % 7
     st = StreamType(kind, cnt, bits if kind == "int" else 8)

@@ -92,7 +92,9 @@ def test_round_trip_random_tensor_dicts(ck, coders):
     for name in ck.order:
         assert bits_equal(got[name], want[name]), name
         t = art.tensors[name]
-        assert t.streams[next(iter(t.streams))].coder in coders
+        # rans_rc codes only int matrices; its fallback for any other stream is plain rans
+        allowed = coders | {"rans"} if "rans_rc" in coders else coders
+        assert all(s.coder in allowed for s in t.streams.values())
         if name in ck.quantized:
             assert np.array_equal(t.symbols(), ck.quantized[name].symbols.numpy())
             assert bits_equal(t.scales(), ck.quantized[name].scale)

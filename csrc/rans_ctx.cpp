@@ -1,0 +1,385 @@
+// rans_ctx.cpp: rANS with one static table per (row class, column class) cell -- the payload
+// of golfpack's `rans_rc` stream coder (format: csrc/RANS.md section 5; model fitting and the
+// stream header: codec/rans_rc.py).
+//
+// ===================================== READ ME FIRST =====================================
+// The stream codes a rows x cols matrix of byte symbols in row-major order. Symbol (r, c)
+// is coded with table  map[row_class[r] * C + col_class[c]]:  the table a symbol uses is a
+// function of its POSITION only, never of earlier symbols, so decoding needs no model
+// updates and the lanes stay independent (the same speed class as order-0 rANS).
+// Everything else is the v1 stream of rans.cpp: up to 8 interleaved 64-bit states in
+// [2^31, 2^63), 32-bit renormalization words stored in decoder order, and lane j's final
+// state equal to L + lane_tag(symbol_hash(all symbols), j).
+//
+// 1. Tables are stored as QUANTIZED CODE LENGTHS, not frequencies: code v in 0..4P means
+//    p ~ 2^(-v/4); 255 means absent. Quarter-bit steps cost ~0.002 bits/symbol in KL (a few
+//    hundredths of a percent) and make a table ~6x cheaper to store than varint frequencies,
+//    which is what lets a tensor afford dozens of tables.
+// 2. The code-length -> frequency map (build_table) is INTEGER ONLY and part of the format:
+//    the decoder rebuilds the exact frequencies the encoder used. No log2/exp2 from libm, whose
+//    last-ulp results differ between platforms: the 2^(-k/4) constants are written out.
+// 3. Frequencies sum to exactly 2^P. A present symbol gets >= 1, an absent one 0; a symbol
+//    the encoder meets in a cell whose table lacks it is an encoder error (the fitter gives
+//    every symbol seen in a cell a code in that cell's table).
+// 4. A table with one present symbol has f = 2^P: coding is the identity on the state and
+//    reads no words, exactly as in v1 (a whole stream of such symbols is states only).
+// ========================================================================================
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "byteview.h"
+#include "rans.h"
+
+namespace py = pybind11;
+
+namespace golfpack {
+namespace rans_ctx {
+
+using rans::Error;
+using rans::kStateHigh;
+using rans::kStateLow;
+using rans::kWordBits;
+
+constexpr int kMinP = 10, kMaxP = 15;
+constexpr uint8_t kAbsent = 255;
+// round(2^16 * 2^(-k/4)), k = 0..3 (README 2).
+constexpr uint32_t kQuarterPow[4] = {65536, 55109, 46341, 38968};
+
+// One table: freq/cum over 256 symbols (absent: 0) and the slot -> symbol map.
+struct CtxTables {
+  int P = 0;
+  int T = 0;
+  std::vector<uint32_t> freq;  // T * 256
+  std::vector<uint32_t> info;  // T * 256: freq | cum << 16
+  std::vector<uint8_t> lut;    // T * 2^P: slot -> symbol
+};
+
+// codes: T rows of W bytes for symbols lo .. lo+W-1 (README 1); writes T*256 frequencies.
+void build_tables(const uint8_t* codes, int T, int lo, int W, int P, uint32_t* freq_out) {
+  if (P < kMinP || P > kMaxP) throw Error("precision must be 10..15, got " + std::to_string(P));
+  if (W < 1 || lo < 0 || lo + W > 256) throw Error("table alphabet out of range");
+  const uint64_t M = uint64_t(1) << P;
+  std::vector<int> order;
+  for (int t = 0; t < T; ++t) {
+    const uint8_t* c = codes + size_t(t) * W;
+    uint32_t* f = freq_out + size_t(t) * 256;
+    std::fill(f, f + 256, 0u);
+    uint64_t sum = 0;
+    order.clear();
+    for (int i = 0; i < W; ++i) {
+      const uint8_t v = c[i];
+      if (v == kAbsent) continue;
+      if (v > 4 * P)
+        throw Error("table " + std::to_string(t) + ": code " + std::to_string(v) +
+                    " exceeds 4*P = " + std::to_string(4 * P));
+      const uint64_t w = std::max<uint64_t>(1, (uint64_t(kQuarterPow[v & 3]) << P) >> (16 + (v >> 2)));
+      f[lo + i] = uint32_t(w);
+      sum += w;
+      order.push_back(lo + i);
+    }
+    if (order.empty()) throw Error("table " + std::to_string(t) + " has no present symbol");
+    if (sum != M) {  // rescale, floor, present symbols >= 1
+      uint64_t s2 = 0;
+      for (int s : order) {
+        const uint64_t w = std::max<uint64_t>(1, uint64_t(f[s]) * M / sum);
+        f[s] = uint32_t(w);
+        s2 += w;
+      }
+      sum = s2;
+    }
+    // Fix the remainder one unit at a time, largest frequency first (ties: lower symbol).
+    // |M - sum| <= present <= 256 <= M / 4, so the loop is short and never empties a symbol.
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return f[a] > f[b]; });
+    size_t k = 0;
+    while (sum < M) {
+      ++f[order[k++ % order.size()]];
+      ++sum;
+    }
+    while (sum > M) {
+      const int s = order[k++ % order.size()];
+      if (f[s] > 1) {
+        --f[s];
+        --sum;
+      }
+    }
+  }
+}
+
+CtxTables make_tables(const uint32_t* freq, int T, int P) {
+  CtxTables t;
+  t.P = P;
+  t.T = T;
+  t.freq.assign(freq, freq + size_t(T) * 256);
+  t.info.resize(size_t(T) * 256);
+  t.lut.resize(size_t(T) << P);
+  for (int k = 0; k < T; ++k) {
+    uint32_t cum = 0;
+    const uint32_t* f = freq + size_t(k) * 256;
+    uint8_t* lut = t.lut.data() + (size_t(k) << P);
+    for (int s = 0; s < 256; ++s) {
+      t.info[size_t(k) * 256 + s] = f[s] | (cum << 16);
+      std::memset(lut + cum, s, f[s]);
+      cum += f[s];
+    }
+    if (cum != (1u << P)) throw Error("table " + std::to_string(k) + " does not sum to 2^P");
+  }
+  return t;
+}
+
+// Position -> table id, row-major (README): filled chunk by chunk.
+struct Contexts {
+  uint64_t cols = 0;
+  const uint8_t* row_class = nullptr;
+  const uint8_t* col_class = nullptr;
+  const uint8_t* map = nullptr;
+  int C = 0;
+  void fill(uint64_t i0, uint64_t n, uint8_t* out) const {
+    uint64_t r = i0 / cols, c = i0 % cols;
+    while (n) {
+      const uint8_t* m = map + size_t(row_class[r]) * C;
+      const uint64_t take = std::min<uint64_t>(n, cols - c);
+      for (uint64_t j = 0; j < take; ++j) out[j] = m[col_class[c + j]];
+      out += take;
+      n -= take;
+      c = 0;
+      ++r;
+    }
+  }
+};
+
+inline uint64_t load_le32(const uint8_t* p) {
+  return uint64_t(p[0]) | uint64_t(p[1]) << 8 | uint64_t(p[2]) << 16 | uint64_t(p[3]) << 24;
+}
+
+std::vector<uint8_t> encode(const uint8_t* sym, uint64_t count, const Contexts& ctx,
+                            const CtxTables& tb, int lanes) {
+  std::vector<uint8_t> tid(count);
+  ctx.fill(0, count, tid.data());
+  for (uint64_t i = 0; i < count; ++i)
+    if (tb.freq[size_t(tid[i]) * 256 + sym[i]] == 0)
+      throw Error("symbol " + std::to_string(sym[i]) + " at position " + std::to_string(i) +
+                  " is absent from its table " + std::to_string(tid[i]));
+  lanes = int(std::min<uint64_t>(uint64_t(lanes), std::max<uint64_t>(count, 1)));
+  const int P = tb.P;
+  uint64_t x[rans::kLanes];
+  const uint64_t h = rans::symbol_hash(sym, count);
+  for (int j = 0; j < rans::kLanes; ++j) x[j] = kStateLow + rans::lane_tag(h, j);
+  std::vector<uint32_t> words(count);
+  size_t w = count;
+  for (uint64_t i = count; i-- > 0;) {
+    const int j = int(i % uint64_t(lanes));
+    const uint32_t inf = tb.info[size_t(tid[i]) * 256 + sym[i]];
+    const uint64_t f = inf & 0xFFFF, cum = inf >> 16;
+    uint64_t xj = x[j];
+    if (xj >= (f << (63 - P))) {
+      words[--w] = uint32_t(xj);
+      xj >>= kWordBits;
+    }
+    x[j] = ((xj / f) << P) + (xj % f) + cum;
+  }
+  const size_t nwords = count - w;
+  std::vector<uint8_t> out(8 * size_t(lanes) + 4 * nwords);
+  uint8_t* p = out.data();
+  for (int j = 0; j < lanes; ++j, p += 8)
+    for (int b = 0; b < 8; ++b) p[b] = uint8_t(x[j] >> (8 * b));
+  for (size_t k = w; k < count; ++k, p += 4)
+    for (int b = 0; b < 4; ++b) p[b] = uint8_t(words[k] >> (8 * b));
+  return out;
+}
+
+// Decodes `count` symbols; throws Error on truncation, trailing bytes or a tag mismatch.
+void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ctx,
+            const CtxTables& tb, int lanes, uint8_t* out) {
+  if (count == 0) {
+    if (size) throw Error(std::to_string(size) + " bytes in a stream of 0 symbols");
+    return;
+  }
+  lanes = int(std::min<uint64_t>(uint64_t(lanes), count));
+  if (size < 8 * size_t(lanes))
+    throw Error("truncated: " + std::to_string(size) + " payload bytes, need " +
+                std::to_string(8 * lanes) + " for the initial states");
+  if ((size - 8 * size_t(lanes)) % 4) throw Error("payload word bytes are not a multiple of 4");
+  uint64_t x[rans::kLanes] = {};
+  for (int j = 0; j < lanes; ++j) {
+    x[j] = load_le32(data + 8 * j) | load_le32(data + 8 * j + 4) << 32;
+    if (x[j] < kStateLow || x[j] >= kStateHigh)
+      throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
+  }
+  const uint8_t* wp = data + 8 * size_t(lanes);
+  const uint8_t* we = data + size;
+  const int P = tb.P;
+  const uint32_t mask = (1u << P) - 1;
+  const uint8_t* lut = tb.lut.data();
+  const uint32_t* info = tb.info.data();
+  constexpr uint64_t kChunk = 4096;  // a multiple of every lane count
+  uint8_t tid[kChunk];
+  rans::SymbolHasher hasher;
+  for (uint64_t i0 = 0; i0 < count; i0 += kChunk) {
+    const uint64_t n = std::min(kChunk, count - i0);
+    ctx.fill(i0, n, tid);
+    uint8_t* o = out + i0;
+    uint64_t i = 0;
+    auto step = [&](int j, uint64_t k) {
+      const uint32_t slot = uint32_t(x[j]) & mask;
+      const size_t t = tid[k];
+      const uint8_t s = lut[(t << P) + slot];
+      const uint32_t inf = info[t * 256 + s];
+      o[k] = s;
+      x[j] = (inf & 0xFFFF) * (x[j] >> P) + slot - (inf >> 16);
+    };
+    if (lanes == 8) {
+      // A round reads at most one word per lane: while 8 words remain, no bounds checks.
+      for (; i + 8 <= n && we - wp >= 32; i += 8) {
+        for (int j = 0; j < 8; ++j) step(j, i + j);
+        for (int j = 0; j < 8; ++j)
+          if (x[j] < kStateLow) {
+            x[j] = (x[j] << kWordBits) | load_le32(wp);
+            wp += 4;
+          }
+      }
+    }
+    for (; i < n; ++i) {  // checked tail (and lane counts other than 8)
+      const int j = int((i0 + i) % uint64_t(lanes));
+      step(j, i);
+      if (x[j] < kStateLow) {
+        if (we - wp < 4) throw Error("truncated payload (needs more words)");
+        x[j] = (x[j] << kWordBits) | load_le32(wp);
+        wp += 4;
+      }
+    }
+    hasher.update(o, n);
+  }
+  if (wp != we) throw Error(std::to_string(we - wp) + " unread payload bytes after decoding");
+  const uint64_t h = hasher.finish();
+  for (int j = 0; j < lanes; ++j)
+    if (x[j] != kStateLow + rans::lane_tag(h, j))
+      throw Error("final state of lane " + std::to_string(j) +
+                  " does not match the integrity tag (corrupt stream or wrong count)");
+}
+
+}  // namespace rans_ctx
+
+namespace {
+
+template <typename T>
+py::array_t<T, py::array::c_style> flat_array(const py::object& obj, const char* what) {
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(what) + ": expected a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(what) + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(a.dtype())));
+  return py::array_t<T, py::array::c_style>::ensure(a);
+}
+
+struct Model {
+  py::array_t<uint8_t, py::array::c_style> row_class, col_class, map;
+  rans_ctx::Contexts ctx;
+  rans_ctx::CtxTables tables;
+};
+
+// Validates every model array against rows x cols, R x C cells and T tables.
+Model make_model(uint64_t count, uint64_t cols, const py::object& row_class, const py::object& col_class,
+                 const py::object& map, int C, const py::object& freqs, int P) {
+  Model m;
+  m.row_class = flat_array<uint8_t>(row_class, "row_class");
+  m.col_class = flat_array<uint8_t>(col_class, "col_class");
+  m.map = flat_array<uint8_t>(map, "table_map");
+  auto f = flat_array<uint32_t>(freqs, "freqs");
+  if (cols == 0 || count % cols) throw py::value_error("rANS rc stream: count is not a multiple of cols");
+  const uint64_t rows = count / cols;
+  if (uint64_t(m.row_class.size()) != rows || uint64_t(m.col_class.size()) != cols)
+    throw py::value_error("rANS rc stream: class arrays do not match rows x cols");
+  if (C < 1 || m.map.size() % C) throw py::value_error("rANS rc stream: table_map is not R x C");
+  const int R = int(m.map.size() / C);
+  if (P < rans_ctx::kMinP || P > rans_ctx::kMaxP) throw py::value_error("rANS rc stream: precision must be 10..15");
+  if (f.size() % 256 || f.size() == 0) throw py::value_error("rANS rc stream: freqs is not T x 256");
+  const int T = int(f.size() / 256);
+  auto all_below = [](const py::array_t<uint8_t, py::array::c_style>& a, int lim) {
+    const uint8_t* p = a.data();
+    return std::all_of(p, p + a.size(), [&](uint8_t v) { return int(v) < lim; });
+  };
+  if (!all_below(m.row_class, R) || !all_below(m.col_class, C) || !all_below(m.map, T))
+    throw py::value_error("rANS rc stream: a class or table index is out of range");
+  try {
+    m.tables = rans_ctx::make_tables(f.data(), T, P);
+  } catch (const rans::Error& e) {
+    throw py::value_error(e.what());
+  }
+  m.ctx.cols = cols;
+  m.ctx.row_class = m.row_class.data();
+  m.ctx.col_class = m.col_class.data();
+  m.ctx.map = m.map.data();
+  m.ctx.C = C;
+  return m;
+}
+
+int check_lanes(int lanes) {
+  if (lanes != 1 && lanes != 2 && lanes != 4 && lanes != 8)
+    throw py::value_error("lanes must be 1, 2, 4 or 8, got " + std::to_string(lanes));
+  return lanes;
+}
+
+}  // namespace
+
+void register_rans_ctx(py::module_& m) {
+  m.def("rans_ctx_tables", [](const py::object& codes, int T, int lo, int P) {
+    auto c = flat_array<uint8_t>(codes, "codes");
+    if (T < 1 || c.size() % T) throw py::value_error("rANS rc stream: codes is not T x W");
+    const int W = int(c.size() / T);
+    py::array_t<uint32_t> out{py::ssize_t(T) * 256};
+    try {
+      rans_ctx::build_tables(c.data(), T, lo, W, P, out.mutable_data());
+    } catch (const rans::Error& e) {
+      throw py::value_error(e.what());
+    }
+    return out;
+  }, py::arg("codes"), py::arg("T"), py::arg("lo"), py::arg("P"),
+        "rans_ctx_tables(codes: uint8[T*W], T, lo, P) -> uint32[T*256]\n\n"
+        "The frequencies (summing to 2^P per table) that T quantized code-length tables stand for\n"
+        "(RANS.md 5.2; integer only, so encoder and decoder agree on every platform).");
+  m.def("rans_ctx_encode", [](const py::object& symbols, uint64_t cols, const py::object& row_class,
+                              const py::object& col_class, const py::object& map, int C,
+                              const py::object& freqs, int P, int lanes) {
+    auto s = flat_array<uint8_t>(symbols, "symbols");
+    Model md = make_model(uint64_t(s.size()), cols, row_class, col_class, map, C, freqs, P);
+    check_lanes(lanes);
+    std::vector<uint8_t> out;
+    try {
+      py::gil_scoped_release nogil;
+      out = rans_ctx::encode(s.data(), uint64_t(s.size()), md.ctx, md.tables, lanes);
+    } catch (const rans::Error& e) {
+      throw py::value_error(e.what());
+    }
+    return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+  }, py::arg("symbols"), py::arg("cols"), py::arg("row_class"), py::arg("col_class"), py::arg("table_map"),
+        py::arg("C"), py::arg("freqs"), py::arg("P"), py::arg("lanes"),
+        "rans_ctx_encode(symbols: uint8[rows*cols], cols, row_class: uint8[rows], col_class: uint8[cols],\n"
+        "table_map: uint8[R*C], C, freqs: uint32[T*256], P, lanes) -> bytes (states + words)");
+  m.def("rans_ctx_decode", [](const py::object& data, uint64_t count, uint64_t cols, const py::object& row_class,
+                              const py::object& col_class, const py::object& map, int C,
+                              const py::object& freqs, int P, int lanes) {
+    if (count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30");
+    ByteView in(data, "rANS rc payload");
+    Model md = make_model(count, cols, row_class, col_class, map, C, freqs, P);
+    check_lanes(lanes);
+    py::array_t<uint8_t> out{py::ssize_t(count)};
+    uint8_t* o = out.mutable_data();
+    try {
+      py::gil_scoped_release nogil;
+      rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, o);
+    } catch (const rans::Error& e) {
+      throw py::value_error(e.what());
+    }
+    return out;
+  }, py::arg("data"), py::arg("count"), py::arg("cols"), py::arg("row_class"), py::arg("col_class"),
+        py::arg("table_map"), py::arg("C"), py::arg("freqs"), py::arg("P"), py::arg("lanes"),
+        "Inverse of rans_ctx_encode; validates the payload fully (ValueError 'rANS stream: ...').");
+}
+
+}  // namespace golfpack
