@@ -809,8 +809,10 @@ def rc_checkpoint():
     ck.quantized["w3"] = QuantizedSource(torch.from_numpy(q3), torch.tensor(0.05), torch.float16)
     q1 = structured(rng, 1, 40, bits=4).reshape(40)  # 1-D: no row length, so plain rans
     ck.quantized["v"] = QuantizedSource(torch.from_numpy(q1), torch.tensor(0.5), torch.float32)
+    # 0 x 7: a row length but no symbols, so plain rans
+    ck.quantized["e"] = QuantizedSource(torch.zeros((0, 7), dtype=torch.int8), torch.tensor(0.5), torch.float32)
     ck.floats["b"] = torch.linspace(-1, 1, 10, dtype=torch.float32)
-    ck.order = ["w", "w3", "v", "b"]
+    ck.order = ["w", "w3", "v", "e", "b"]
     ck.config = {"model_dim": 48}
     return ck
 
@@ -823,13 +825,14 @@ def test_container_round_trip_with_rans_rc():
     assert art.tensors["w"].streams["symbols"].coder == "rans_rc"
     assert art.tensors["w3"].streams["symbols"].coder == "rans_rc"
     assert art.tensors["v"].streams["symbols"].coder == "rans"  # fallback: 1-D
+    assert art.tensors["e"].streams["symbols"].coder == "rans"  # fallback: empty
     assert art.tensors["w"].streams["scales"].coder == "rans"  # fallback: float
     assert art.tensors["b"].streams["data"].coder == "rans"
     got, want = art.state_dict(), ck.state_dict()
     for name in ck.order:
         assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
         assert torch.equal(got[name].reshape(-1).view(torch.uint8), want[name].reshape(-1).view(torch.uint8)), name
-    for name in ("w", "w3", "v"):
+    for name in ("w", "w3", "v", "e"):
         np.testing.assert_array_equal(art.tensors[name].symbols(), ck.quantized[name].symbols.numpy())
     # Deterministic bytes, and with every coder allowed the structured matrix still picks rans_rc.
     assert encode_lossless(ck, coders=("rans_rc",), jobs=1) == data
