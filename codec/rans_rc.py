@@ -7,7 +7,7 @@ columns into C classes and giving each (row class, column class) cell its own ta
 while the table a symbol uses stays a function of its position only, so decoding is static rANS
 with a table switch (csrc/rans_ctx.cpp), not a sequential adaptive model.
 
-Stream layout (all integers little-endian; byte-exact spec: csrc/RANS.md section 5):
+Stream layout (all integers little-endian; byte-exact spec: csrc/RANS.md section 6):
 
     u8  version (1)        u8  P (probability bits, 10..15)     u8 lanes (1, 2, 4 or 8)
     u8  lo, u8 hi          the tables' alphabet: symbols u = s + 128 in lo..hi
@@ -131,32 +131,33 @@ def rd_codes(counts: np.ndarray, P: int, rounds: int = 2) -> np.ndarray:
 
 
 def _codes_to_bytes(codes: np.ndarray) -> np.ndarray:
-    out = np.zeros(codes.shape, np.uint8)
-    for t in range(codes.shape[0]):
-        prev = 0
-        for i, v in enumerate(codes[t]):
-            if v == 255:
-                continue
-            d = int(v) - prev
-            out[t, i] = (2 * d if d >= 0 else -2 * d - 1) + 1
-            prev = int(v)
-    return out
+    """Stored form of T x W table codes (csrc form, 255 = absent): 0 = absent, else
+    zigzag(v - previous present v in the table, starting at 0) + 1 (csrc/RANS.md 6.2)."""
+    codes = np.asarray(codes, np.uint8)
+    present = codes != 255
+    v = np.where(present, codes.astype(np.int64), 0)
+    # v of the previous present entry: forward-fill the present values, shifted by one column
+    idx = np.where(present, np.arange(codes.shape[1])[None, :], -1)
+    last = np.maximum.accumulate(idx, axis=1)
+    prev_idx = np.concatenate([np.full((codes.shape[0], 1), -1), last[:, :-1]], axis=1)
+    prev = np.where(prev_idx >= 0, np.take_along_axis(v, np.maximum(prev_idx, 0), axis=1), 0)
+    d = v - prev
+    z = np.where(d >= 0, 2 * d, -2 * d - 1) + 1
+    return np.where(present, z, 0).astype(np.uint8)
 
 
 def _bytes_to_codes(b: np.ndarray, P: int) -> np.ndarray:
-    out = np.full(b.shape, 255, np.uint8)
-    for t in range(b.shape[0]):
-        prev = 0
-        for i, z in enumerate(b[t]):
-            if z == ABSENT:
-                continue
-            z = int(z) - 1
-            v = prev + (z >> 1 if not z & 1 else -((z + 1) >> 1))
-            if not 0 <= v <= 4 * P:
-                raise FormatError(f"rans_rc stream: table {t} code {v} outside 0..{4 * P}")
-            out[t, i] = v
-            prev = v
-    return out
+    """Inverse of _codes_to_bytes; FormatError for a code outside 0..4P."""
+    b = np.asarray(b, np.int64)
+    present = b != ABSENT
+    z = np.where(present, b - 1, 0)
+    d = np.where(z & 1, -((z + 1) >> 1), z >> 1)
+    v = np.cumsum(d, axis=1)  # absent entries add 0, so this is prev + d at every present entry
+    bad = present & ((v < 0) | (v > 4 * P))
+    if bad.any():
+        t, i = map(int, np.argwhere(bad)[0])
+        raise FormatError(f"rans_rc stream: table {t} code {int(v[t, i])} outside 0..{4 * P}")
+    return np.where(present, v, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- serialization
@@ -167,10 +168,12 @@ def _side(arr: np.ndarray) -> bytes:
 
 
 def _choose_lanes(payload_bytes: float) -> int:
-    for lanes, floor in ((8, 32768), (4, 4096), (2, 1024)):
-        if payload_bytes >= floor:
-            return lanes
-    return 1
+    """The most lanes (decode speed) whose 8-byte state flush stays within 0.1% of the payload,
+    the rule of the v1 stream (csrc/RANS.md 2)."""
+    lanes = 8
+    while lanes > 1 and 8 * lanes > payload_bytes / 1000:
+        lanes //= 2
+    return lanes
 
 
 def serialize(m: Model, payload: bytes) -> bytes:
@@ -254,30 +257,33 @@ class _Fit:
         self.row_mag, self.col_mag = mag.mean(1), mag.mean(0)
 
     def cell_counts(self, rc, cc, R, C) -> np.ndarray:
-        key = (rc[:, None] * C + cc[None, :]) * self.W + self.q
+        key = (rc * (C * self.W))[:, None] + (cc * self.W)[None, :] + self.q
         return np.bincount(key.ravel(), minlength=R * C * self.W).reshape(R * C, self.W).astype(np.float64)
 
     def run(self, R, C, rc=None, cc=None, iters=6):
         rc = _quantile_classes(self.row_mag, R) if rc is None else rc
         cc = _quantile_classes(self.col_mag, C) if cc is None else cc
         W, q = self.W, self.q
+        # key bases that stay fixed while the other side's classes move
+        row_base = np.arange(self.rows)[:, None] * (C * W) + q if R > 1 else None
+        col_base = np.arange(self.cols)[None, :] * (R * W) + q if C > 1 else None
         for _ in range(iters):
             moved = False
             if R > 1:
                 T = self.cell_counts(rc, cc, R, C) + _SMOOTH
                 lp = np.log2(T / T.sum(1, keepdims=True)).reshape(R, C * W)
                 # per row: histogram over (column class, symbol), then cost against every row class
-                key = np.arange(self.rows)[:, None] * (C * W) + cc[None, :] * W + q
-                h = np.bincount(key.ravel(), minlength=self.rows * C * W).reshape(self.rows, C * W).astype(np.float64)
-                new = (-(h @ lp.T)).argmin(1)
+                key = row_base + (cc * W)[None, :]
+                h = np.bincount(key.ravel(), minlength=self.rows * C * W).reshape(self.rows, C * W)
+                new = (h @ -lp.T).argmin(1)
                 moved |= bool((new != rc).any())
                 rc = new
             if C > 1:
                 T = self.cell_counts(rc, cc, R, C) + _SMOOTH
                 lp = np.log2(T / T.sum(1, keepdims=True)).reshape(R, C, W).transpose(1, 0, 2).reshape(C, R * W)
-                key = np.arange(self.cols)[None, :] * (R * W) + rc[:, None] * W + q
-                h = np.bincount(key.ravel(), minlength=self.cols * R * W).reshape(self.cols, R * W).astype(np.float64)
-                new = (-(h @ lp.T)).argmin(1)
+                key = col_base + (rc * W)[:, None]
+                h = np.bincount(key.ravel(), minlength=self.cols * R * W).reshape(self.cols, R * W)
+                new = (h @ -lp.T).argmin(1)
                 moved |= bool((new != cc).any())
                 cc = new
             if not moved:
@@ -285,16 +291,79 @@ class _Fit:
         return rc, cc
 
 
+def _split(classes: np.ndarray, k: int, mag: np.ndarray, k2: int) -> np.ndarray:
+    """Warm start for k2 = 2k classes: each class split at its median magnitude."""
+    if k2 == k:
+        return classes
+    out = classes * 2
+    for c in range(k):
+        sel = classes == c
+        if sel.any():
+            out[sel] += mag[sel] > np.median(mag[sel])
+    return out
+
+
 def _model_for(q: np.ndarray, lo: int, hi: int, rc, cc, R, C, P, rd: bool = True) -> tuple[Model, np.ndarray]:
     W = hi - lo + 1
     key = (rc[:, None] * C + cc[None, :]) * W + q
     counts = np.bincount(key.ravel(), minlength=R * C * W).reshape(R * C, W)
-    used = counts.sum(1) > 0
-    table_map = np.zeros(R * C, np.uint8)
-    table_map[used] = np.arange(int(used.sum()))
-    codes = rd_codes(counts[used], P) if rd else quantize_codes(counts[used], P)
+    table_map, tables = merge_cells(counts)
+    codes = rd_codes(tables, P) if rd else quantize_codes(tables, P)
     m = Model(P, 8, lo, hi, q.shape[1], rc.astype(np.uint8), cc.astype(np.uint8), table_map, R, C, codes)
-    return m, counts[used]
+    return m, tables
+
+
+def _entropy_bits(c: np.ndarray) -> np.ndarray:
+    """n * H(c / n) in bits along the last axis."""
+    c = np.asarray(c, np.float64)
+    n = c.sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, n * np.log2(np.maximum(n, 1)) - np.where(c > 0, c * np.log2(np.maximum(c, 1)), 0).sum(-1), 0)
+
+
+ENTRY_BITS = 5.0  # what storing one present table entry costs, about (measured: 4-7 bits)
+
+
+def merge_cells(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share tables between cells whose symbol statistics are alike: (map[cells], table counts).
+
+    Greedily merges the pair of tables whose union codes worst by the fewest bits (the entropy
+    increase), while that increase is below what the dropped table would cost to store
+    (ENTRY_BITS per present entry). Empty cells point at table 0; they code no symbol.
+    """
+    cells = counts.shape[0]
+    used = np.flatnonzero(counts.sum(1) > 0)
+    groups = [[int(i)] for i in used]
+    tab = counts[used].astype(np.float64)
+    if len(groups) > 1:
+        h = _entropy_bits(tab)
+        merged = _entropy_bits(tab[:, None, :] + tab[None, :, :]) - h[:, None] - h[None, :]
+        present = (tab > 0).sum(1)
+        np.fill_diagonal(merged, np.inf)
+        alive = np.ones(len(groups), bool)
+        while alive.sum() > 1:
+            gain = ENTRY_BITS * np.minimum(present[:, None], present[None, :]) - merged
+            gain[~alive] = -np.inf
+            gain[:, ~alive] = -np.inf
+            a, b = np.unravel_index(int(np.argmax(gain)), gain.shape)
+            if not gain[a, b] > 0:
+                break
+            tab[a] += tab[b]
+            groups[a] += groups[b]
+            alive[b] = False
+            present[a] = int((tab[a] > 0).sum())
+            h[a] = _entropy_bits(tab[a])
+            row = _entropy_bits(tab[a][None, :] + tab) - h[a] - h
+            row[a] = np.inf
+            merged[a, :] = row
+            merged[:, a] = row
+        keep = np.flatnonzero(alive)
+        groups = [groups[k] for k in keep]
+        tab = tab[keep]
+    table_map = np.zeros(cells, np.uint8)
+    for t, g in enumerate(groups):
+        table_map[g] = t
+    return table_map, tab
 
 
 def _size(m: Model, counts: np.ndarray) -> float:
@@ -316,7 +385,7 @@ def fit(q: np.ndarray, P: int = PRECISION) -> Model:
 
     def consider(R, C, rc=None, cc=None):
         nonlocal best
-        rc, cc = fitter.run(R, C, rc, cc)
+        rc, cc = fitter.run(R, C, rc, cc, iters=4 if rc is not None else 6)
         m, counts = _model_for(qq, lo, hi, rc, cc, R, C, P)
         size = _size(m, counts)
         if best is None or size < best[0]:
@@ -327,13 +396,13 @@ def fit(q: np.ndarray, P: int = PRECISION) -> Model:
     consider(1, 1)
     R = C = 1
     while True:  # each round: the best of doubling R, C or both, while the stream shrinks
-        before = best[0]
+        before, _, brc, bcc, bR, bC = best  # every candidate of the round starts from this model
         step = None
         for dr, dc in ((2, 1), (1, 2), (2, 2)):
             nR, nC = R * dr, C * dc
             if nR > min(rows, MAX_CLASSES) or nC > min(cols, MAX_CLASSES) or nR * nC > MAX_CLASSES:
                 continue
-            if consider(nR, nC):
+            if consider(nR, nC, _split(brc, bR, fitter.row_mag, nR), _split(bcc, bC, fitter.col_mag, nC)):
                 step = (nR, nC)
         if step is None or best[0] >= before:
             break

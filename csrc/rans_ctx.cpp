@@ -1,5 +1,5 @@
 // rans_ctx.cpp: rANS with one static table per (row class, column class) cell -- the payload
-// of golfpack's `rans_rc` stream coder (format: csrc/RANS.md section 5; model fitting and the
+// of golfpack's `rans_rc` stream coder (format: csrc/RANS.md section 6; model fitting and the
 // stream header: codec/rans_rc.py).
 //
 // ===================================== READ ME FIRST =====================================
@@ -31,6 +31,7 @@
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "byteview.h"
@@ -233,17 +234,23 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
       o[k] = s;
       x[j] = (inf & 0xFFFF) * (x[j] >> P) + slot - (inf >> 16);
     };
-    if (lanes == 8) {
-      // A round reads at most one word per lane: while 8 words remain, no bounds checks.
-      for (; i + 8 <= n && we - wp >= 32; i += 8) {
-        for (int j = 0; j < 8; ++j) step(j, i + j);
-        for (int j = 0; j < 8; ++j)
+    // A round reads at most one word per lane: while a round's words remain, no bounds checks.
+    auto rounds = [&](auto lanes_c) {
+      constexpr int L = decltype(lanes_c)::value;
+      for (; i + L <= n && we - wp >= 4 * L; i += L) {
+        for (int j = 0; j < L; ++j) step(j, i + j);
+        for (int j = 0; j < L; ++j)
           if (x[j] < kStateLow) {
             x[j] = (x[j] << kWordBits) | load_le32(wp);
             wp += 4;
           }
       }
-    }
+    };
+    if (lanes == 8) rounds(std::integral_constant<int, 8>{});
+    else if (lanes == 4) rounds(std::integral_constant<int, 4>{});
+    else if (lanes == 2) rounds(std::integral_constant<int, 2>{});
+    else if (lanes == 1) rounds(std::integral_constant<int, 1>{});
+    // else: count < 8 symbols use count lanes (3, 5, 6, 7); the checked loop below takes them
     for (; i < n; ++i) {  // checked tail (and lane counts other than 8)
       const int j = int((i0 + i) % uint64_t(lanes));
       step(j, i);
@@ -342,7 +349,7 @@ void register_rans_ctx(py::module_& m) {
   }, py::arg("codes"), py::arg("T"), py::arg("lo"), py::arg("P"),
         "rans_ctx_tables(codes: uint8[T*W], T, lo, P) -> uint32[T*256]\n\n"
         "The frequencies (summing to 2^P per table) that T quantized code-length tables stand for\n"
-        "(RANS.md 5.2; integer only, so encoder and decoder agree on every platform).");
+        "(RANS.md 6.2; integer only, so encoder and decoder agree on every platform).");
   m.def("rans_ctx_encode", [](const py::object& symbols, uint64_t cols, const py::object& row_class,
                               const py::object& col_class, const py::object& map, int C,
                               const py::object& freqs, int P, int lanes) {
