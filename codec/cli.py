@@ -303,6 +303,37 @@ def _print_plan(report: dict, plan_report: dict) -> None:
 # ----------------------------------------------------------------------------- decode
 
 
+def cmd_recode(args) -> int:
+    from golfpack.codec.coders import CODERS
+    from golfpack.codec.container import parse_artifact, read_artifact, write_artifact
+    from golfpack.codec.recode import recode
+    import torch
+
+    src, out = Path(args.src), Path(args.output)
+    _check_output(src, out)
+    coders = tuple(c.strip() for c in args.coders.split(",")) if args.coders else CODERS
+    t0 = time.perf_counter()
+    art = read_artifact(src)
+    data = recode(art, coders, args.jobs)
+    new = parse_artifact(data)
+    for name, t in art.tensors.items():  # self-check: the same tensors, bit for bit
+        a, b = t.dequantize(), new.tensors[name].dequantize()
+        if a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a.reshape(-1).view(torch.uint8),
+                                                                       b.reshape(-1).view(torch.uint8)):
+            raise GolfpackError(f"recode changed tensor {name!r} (a bug; nothing was written)")
+    write_artifact(out, data)
+    use = Counter(s.coder for t in new.tensors.values() for s in t.streams.values())
+    report = {"artifact": str(out), "source": str(src), "source_bytes": art.file_bytes, "artifact_bytes": len(data),
+              "change": len(data) / art.file_bytes - 1, "coders": dict(sorted(use.items())),
+              "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {out}: {len(data):,} bytes ({100 * report['change']:+.2f}% vs {art.file_bytes:,}); "
+              f"streams by coder {report['coders']}; {report['seconds']} s")
+    return 0
+
+
 def cmd_decode(args) -> int:
     from golfpack import safetensors_io
     from golfpack.codec.container import read_artifact
@@ -450,7 +481,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="lossy: plan bits / clip / LQER / pruning per tensor so that artifact + code bytes <= BYTES "
                         "(e.g. 16000000 or 16e6) and within --tolerance of it")
     add_planner_arguments(p)
-    p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,zstd,brotli)")
+    p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,rans_rc,zstd,brotli)")
     p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true",
@@ -465,6 +496,17 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .safetensors (or .npz with --symbols)")
     p.add_argument("--symbols", action="store_true", help="write <name>.symbols (int8) and <name>.scales arrays to an .npz")
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("recode", help="re-entropy-code an artifact (same tensors, best allowed coders)",
+                       description="Decode every stream of an artifact and code it again with the smallest of the "
+                                   "allowed coders. The tensors stay bit-identical (checked before writing). Use it to "
+                                   "give an older artifact the newest coders, or --coders raw,rans for the fastest decode.")
+    p.add_argument("src", help="artifact")
+    p.add_argument("-o", "--output", required=True, help="artifact path to write")
+    p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,rans_rc,zstd,brotli)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_recode)
 
     p = sub.add_parser("inspect", help="per-tensor report of an artifact",
                        description="Per tensor: name, shape, bits, coder, bytes, order-0 entropy of its symbols, "
