@@ -173,23 +173,25 @@ class TensorCandidates:
 
     def add_rate_aware(self, base: Candidate, lam: float) -> Candidate:
         """The base candidate (same method, bits and scales) re-rounded rate-aware at lam nats/token
-        per bit, with code lengths from the base's own symbols (codec.rate)."""
+        per bit, with code lengths from the model that stores the base's own symbols: the rans_rc
+        row x column cell tables fitted to them (codec.rate.cell_code_lengths)."""
         from golfpack.codec.quant import QuantResult
-        from golfpack.codec.rate import RateTerm, code_lengths, element_weights, row_weights, rtn_rate_aware
+        from golfpack.codec.rate import RateTerm, cell_code_lengths, element_weights, row_weights, rtn_rate_aware
 
         ch, q = base.choice, base.q
-        if q is None or q.group is not None or ch.method not in ("rtn", "gptq"):
-            raise GolfpackError(f"{self.name}: rate-aware rounding applies to per-row rtn/gptq candidates")
-        lengths = code_lengths(q.symbols, q.bits)
+        if q is None or q.group is not None or ch.method not in ("rtn", "gptq") or q.symbols.numel() == 0:
+            raise GolfpackError(f"{self.name}: rate-aware rounding applies to non-empty per-row rtn/gptq candidates")
+        lengths, cells = cell_code_lengths(q.symbols, q.bits)
         if ch.method == "gptq":
             from golfpack.codec.gptq import GPTQConfig, gptq_quantize
 
             n = self.w.shape[0]
             q2 = gptq_quantize(self.w, self.stats.H, q.bits, cfg=self.gptq_cfg or GPTQConfig(), scales=q.scales,
-                               rate=RateTerm(lam, lengths), row_weight=row_weights(self.stats, n))
+                               rate=RateTerm(lam, lengths, cells), row_weight=row_weights(self.stats, n))
         else:
             wt = element_weights(self.stats, q.scales, tuple(self.w.shape), self.kappa)
-            q2 = QuantResult(rtn_rate_aware(self.w, q.scales, q.bits, wt, lam, lengths=lengths), q.scales, q.bits, None)
+            q2 = QuantResult(rtn_rate_aware(self.w, q.scales, q.bits, wt, lam, lengths=lengths, cells=cells),
+                             q.scales, q.bits, None)
         new = Choice(ch.method, ch.bits, ch.clip, ch.clip_mult, ch.prune, ch.rank, ch.lr_bits, float(lam))
         return self._finish(new, q2)
 

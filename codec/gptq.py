@@ -214,6 +214,11 @@ def gptq_quantize(
         if group is not None:
             raise GolfpackError("rate-aware GPTQ takes per-row scales (group None)")
         rw = torch.ones(n, dtype=torch.float64) if row_weight is None else row_weight.to(torch.float64).reshape(n)
+        cell_cols = None
+        if rate.cells is not None:
+            if tuple(rate.cells.shape) != (n, k):
+                raise GolfpackError(f"rate cells have shape {tuple(rate.cells.shape)}, the weight {(n, k)}")
+            cell_cols = rate.cells if perm is None else rate.cells[:, perm]
 
     W = w32.to(torch.float64)  # a fresh copy: the caller's w stays as it was
     if bool(dead.any()):
@@ -237,7 +242,8 @@ def gptq_quantize(
             if rate is None:
                 qcol = _round_clamp(wcol, s, q)
             else:
-                qcol = round_rate_aware(wcol / s, rw * s.square() / U1[i, i].square(), rate, q)
+                qcol = round_rate_aware(wcol / s, rw * s.square() / U1[i, i].square(), rate, q,
+                                        None if cell_cols is None else cell_cols[:, i1 + i])
             Q[:, i1 + i] = qcol
             err = (wcol - qcol * s) / U1[i, i]
             W1[:, i + 1 :] -= err.unsqueeze(1) * U1[i, i + 1 :].unsqueeze(0)

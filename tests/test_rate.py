@@ -215,3 +215,72 @@ def test_encode_cli_rate_options(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert rc == 2 and err.count("\n") == 1 and msg in err, err
         assert not (tmp_path / "b.gp").exists()
+
+
+# ----------------------------------------------------------------------------- per-cell rates (rans_rc)
+
+
+def _two_scale_weight(seed=0, n=48, k=64):
+    """Rows and columns at two scales each: a matrix whose rans_rc model has several cells."""
+    g = torch.Generator().manual_seed(seed)
+    row = torch.where(torch.arange(n) % 2 == 0, 0.3, 1.0).reshape(n, 1)
+    col = torch.where(torch.arange(k) % 3 == 0, 3.0, 1.0).reshape(1, k)
+    return torch.randn(n, k, generator=g, dtype=torch.float64) * row * col
+
+
+def test_cell_code_lengths_match_the_fitted_rans_rc_model():
+    from golfpack.codec import rans_rc
+    from golfpack.codec.rate import cell_code_lengths
+
+    w = _two_scale_weight()
+    sym = torch.round(w / w.abs().amax(1, keepdim=True) * 7).clamp(-7, 7).to(torch.int8)
+    lengths, cells = cell_code_lengths(sym, 4)
+    assert lengths.shape[1] == 15 and cells.shape == sym.shape
+    assert int(cells.max()) < lengths.shape[0] and lengths.shape[0] > 1  # several tables
+    # the ideal payload under these lengths is within 2% of what rans_rc stores (tables, indices excluded)
+    ideal_bits = float(lengths[cells, sym.long() + 7].sum())
+    stored = len(rans_rc.encode((sym.numpy().astype(np.int16) + 128).astype(np.uint8)))
+    assert ideal_bits / 8 <= stored <= 1.02 * ideal_bits / 8 + 400
+
+
+def test_rate_term_validates_cells():
+    with pytest.raises(GolfpackError, match="go together"):
+        RateTerm(1.0, torch.zeros(2, 15))
+    with pytest.raises(GolfpackError, match="go together"):
+        RateTerm(1.0, torch.zeros(15), torch.zeros(3, 3, dtype=torch.int64))
+    with pytest.raises(GolfpackError, match="past the lengths"):
+        RateTerm(1.0, torch.zeros(2, 15), torch.full((3, 3), 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_per_cell_rate_aware_rounding(method):
+    """lam = 0 reproduces plain rounding; a positive lam lowers the rans_rc-coded bytes and moves
+    no symbol by more than one step."""
+    from golfpack.codec import rans_rc
+    from golfpack.codec.rate import cell_code_lengths
+
+    w = _two_scale_weight(1, 64, 96).float()
+    bits, q = 5, qmax(5)
+    scales = scales_from_clip(w.abs().amax(1), bits)
+    x = torch.randn(256, 96, generator=torch.Generator().manual_seed(2))
+    H = x.T @ x / 256
+    if method == "gptq":
+        plain = gptq_quantize(w, H, bits, scales=scales).symbols
+    else:
+        plain = quantize_with_scales(w, scales, bits)
+    lengths, cells = cell_code_lengths(plain, bits)
+
+    def rounded(lam):
+        if method == "gptq":
+            return gptq_quantize(w, H, bits, scales=scales, rate=RateTerm(lam, lengths, cells)).symbols
+        wt = torch.ones(1, 1, dtype=torch.float64)
+        return rtn_rate_aware(w, scales, bits, wt, lam, iters=1, lengths=lengths, cells=cells)
+
+    assert torch.equal(rounded(0.0), plain)
+    rate = rounded(0.05)
+    coded = lambda s: len(rans_rc.encode((s.numpy().astype(np.int16) + 128).astype(np.uint8)))  # noqa: E731
+    assert coded(rate) < coded(plain)
+    if method == "rtn":
+        u = w.double() / scales.double().reshape(-1, 1)
+        assert float((rate.double() - u).abs().max()) < 1.0 + 1e-9
+    assert int(rate.abs().max()) <= q
