@@ -59,7 +59,11 @@ struct CtxTables {
   std::vector<uint32_t> freq;  // T * 256
   std::vector<uint32_t> info;  // T * 256: freq | cum << 16
   std::vector<uint8_t> lut;    // T * 2^P: slot -> symbol
+  // P <= 12 (what the encoder writes): one lookup per symbol instead of two,
+  // slot -> (freq - 1) | (slot - cum) << 12 | symbol << 24 (each field fits: freq <= 2^12).
+  std::vector<uint32_t> entry;  // T * 2^P, empty when P > 12
 };
+constexpr int kPackedMaxP = 12;
 
 // codes: T rows of W bytes for symbols lo .. lo+W-1 (README 1); writes T*256 frequencies.
 void build_tables(const uint8_t* codes, int T, int lo, int W, int P, uint32_t* freq_out) {
@@ -124,28 +128,45 @@ CtxTables make_tables(const uint32_t* freq, int T, int P) {
     const uint32_t* f = freq + size_t(k) * 256;
     uint8_t* lut = t.lut.data() + (size_t(k) << P);
     for (int s = 0; s < 256; ++s) {
+      if (cum + uint64_t(f[s]) > (1u << P)) throw Error("table " + std::to_string(k) + " sums past 2^P");
       t.info[size_t(k) * 256 + s] = f[s] | (cum << 16);
       std::memset(lut + cum, s, f[s]);
       cum += f[s];
     }
     if (cum != (1u << P)) throw Error("table " + std::to_string(k) + " does not sum to 2^P");
   }
+  if (P <= kPackedMaxP) {
+    t.entry.resize(size_t(T) << P);
+    for (size_t k = 0; k < size_t(T); ++k)
+      for (uint32_t slot = 0; slot < (1u << P); ++slot) {
+        const uint8_t s = t.lut[(k << P) + slot];
+        const uint32_t inf = t.info[k * 256 + s];
+        t.entry[(k << P) + slot] = ((inf & 0xFFFF) - 1) | ((slot - (inf >> 16)) << 12) | (uint32_t(s) << 24);
+      }
+  }
   return t;
 }
 
-// Position -> table id, row-major (README): filled chunk by chunk.
+// Position -> table id, row-major (README): filled chunk by chunk. Each row class's row of table
+// ids is built once (R x cols bytes, at most rows x cols = the output's size), so filling a chunk
+// is memcpy of row pieces.
 struct Contexts {
   uint64_t cols = 0;
   const uint8_t* row_class = nullptr;
   const uint8_t* col_class = nullptr;
   const uint8_t* map = nullptr;
   int C = 0;
+  std::vector<uint8_t> by_class;  // [R][cols]: map[r * C + col_class[c]]
+  void prepare(int R) {
+    by_class.resize(size_t(R) * cols);
+    for (int r = 0; r < R; ++r)
+      for (uint64_t c = 0; c < cols; ++c) by_class[size_t(r) * cols + c] = map[size_t(r) * C + col_class[c]];
+  }
   void fill(uint64_t i0, uint64_t n, uint8_t* out) const {
     uint64_t r = i0 / cols, c = i0 % cols;
     while (n) {
-      const uint8_t* m = map + size_t(row_class[r]) * C;
       const uint64_t take = std::min<uint64_t>(n, cols - c);
-      for (uint64_t j = 0; j < take; ++j) out[j] = m[col_class[c + j]];
+      std::memcpy(out, by_class.data() + size_t(row_class[r]) * cols + c, take);
       out += take;
       n -= take;
       c = 0;
@@ -156,6 +177,37 @@ struct Contexts {
 
 inline uint64_t load_le32(const uint8_t* p) {
   return uint64_t(p[0]) | uint64_t(p[1]) << 8 | uint64_t(p[2]) << 16 | uint64_t(p[3]) << 24;
+}
+
+// Whole rounds of L symbols (symbol i + j in lane j) while a round's L words are in [wp, we):
+// no bounds checks inside. The states live in locals and the pointers are restrict, so the
+// byte stores to `out` cannot force reloads (a uint8_t store may alias anything otherwise).
+// Returns the symbols decoded; updates x and wp.
+template <int L>
+uint64_t rounds_packed(const uint32_t* __restrict ent, int P, const uint8_t* __restrict tid,
+                       uint8_t* __restrict out, uint64_t n, uint64_t* __restrict xs, const uint8_t*& wp_ref,
+                       const uint8_t* we) {
+  uint64_t x[L];
+  for (int j = 0; j < L; ++j) x[j] = xs[j];
+  const uint8_t* wp = wp_ref;
+  const uint32_t mask = (1u << P) - 1;
+  uint64_t i = 0;
+  for (; i + L <= n && we - wp >= 4 * L; i += L) {
+    for (int j = 0; j < L; ++j) {
+      const uint32_t slot = uint32_t(x[j]) & mask;
+      const uint32_t e = ent[(size_t(tid[i + j]) << P) + slot];
+      out[i + j] = uint8_t(e >> 24);
+      x[j] = uint64_t((e & 0xFFF) + 1) * (x[j] >> P) + ((e >> 12) & 0xFFF);
+    }
+    for (int j = 0; j < L; ++j)
+      if (x[j] < kStateLow) {
+        x[j] = (x[j] << kWordBits) | load_le32(wp);
+        wp += 4;
+      }
+  }
+  for (int j = 0; j < L; ++j) xs[j] = x[j];
+  wp_ref = wp;
+  return i;
 }
 
 std::vector<uint8_t> encode(const uint8_t* sym, uint64_t count, const Contexts& ctx,
@@ -246,7 +298,13 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
           }
       }
     };
-    if (lanes == 8) rounds(std::integral_constant<int, 8>{});
+    if (!tb.entry.empty()) {
+      const uint32_t* ent = tb.entry.data();
+      if (lanes == 8) i = rounds_packed<8>(ent, P, tid, o, n, x, wp, we);
+      else if (lanes == 4) i = rounds_packed<4>(ent, P, tid, o, n, x, wp, we);
+      else if (lanes == 2) i = rounds_packed<2>(ent, P, tid, o, n, x, wp, we);
+      else if (lanes == 1) i = rounds_packed<1>(ent, P, tid, o, n, x, wp, we);
+    } else if (lanes == 8) rounds(std::integral_constant<int, 8>{});
     else if (lanes == 4) rounds(std::integral_constant<int, 4>{});
     else if (lanes == 2) rounds(std::integral_constant<int, 2>{});
     else if (lanes == 1) rounds(std::integral_constant<int, 1>{});
@@ -323,6 +381,7 @@ Model make_model(uint64_t count, uint64_t cols, const py::object& row_class, con
   m.ctx.col_class = m.col_class.data();
   m.ctx.map = m.map.data();
   m.ctx.C = C;
+  m.ctx.prepare(R);
   return m;
 }
 
