@@ -103,7 +103,7 @@ def _kernel(art, reps: int) -> dict:
     """Native rows decode and plain rans_decode on the artifact's symbol streams, per ISA."""
     from golfpack import _C
 
-    entries = [e for e in art.tensors.values() if e.packs_directly]
+    entries = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans"]
     jobs = [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in entries]
     n = sum(r * c for _, r, c, _ in jobs)
     isas = ["avx2", "scalar"] if _C.rans_cpu_has_avx2() else ["scalar"]
@@ -123,6 +123,19 @@ def _kernel(art, reps: int) -> dict:
     finally:
         _C.rans_set_isa(prev)
     out = {"streams": len(jobs), "symbols": n}
+    rc = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_rc"]
+    if rc:  # rans_rc streams (codec/rans_rc.py) straight into packed rows, header parse included
+        from golfpack.codec.container import _rc_packed_rows
+
+        n_rc = sum(e.numel for e in rc)
+        t_rc = float("inf")
+        for _ in range(reps):
+            t = time.thread_time()
+            for e in rc:
+                _rc_packed_rows(e)
+            t_rc = min(t_rc, time.thread_time() - t)
+        out.update({"rans_rc_streams": len(rc), "rans_rc_symbols": n_rc, "rans_rc_rows_cpu_ms": round(t_rc * 1e3, 2),
+                    "rans_rc_rows_MBps": round(n_rc / t_rc / 1e6, 1) if t_rc > 0 else None})
     out.update({f"{k}_MBps": round(n / v / 1e6, 1) for k, v in best.items() if v > 0})
     out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
     if "rows_avx2" in best:

@@ -131,8 +131,8 @@ class TensorEntry:
     @property
     def packs_directly(self) -> bool:
         """True when `packed_rows` can decode this tensor's symbols straight into packed rows:
-        a row-scale matrix whose symbols are rANS-coded."""
-        return self.is_rowscale_matrix and self.streams["symbols"].coder == "rans"
+        a row-scale matrix whose symbols are rans- or rans_rc-coded."""
+        return self.is_rowscale_matrix and self.streams["symbols"].coder in ("rans", "rans_rc")
 
     def _decode(self, role: str) -> np.ndarray:
         s = self.streams[role]
@@ -203,17 +203,35 @@ def packed_rows(entries: list[TensorEntry], threads: int = 1) -> list[np.ndarray
     bad stream raises FormatError naming its tensor. The streams are decoded several at a time
     per core (golfpack._C.rans_decode_rows); `threads` > 1 spreads them over more cores.
     """
-    jobs = []
+    jobs, rc = [], []
     for e in entries:
         if not e.packs_directly:
             raise GolfpackError(f"tensor {e.name!r} cannot be decoded straight into packed rows")
         s = e.streams["symbols"]
-        jobs.append((e.stream_view("symbols"), e.shape[0], e.shape[1], s.type.bits))
-    out = _C.rans_decode_rows(jobs, threads)
-    for e, r in zip(entries, out):
-        if isinstance(r, str):
-            raise FormatError(f"tensor {e.name!r}: symbols stream: {r}")
-    return out
+        (rc if s.coder == "rans_rc" else jobs).append(e)
+    out = dict(zip((e.name for e in jobs), _C.rans_decode_rows(
+        [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in jobs], threads)))
+    for e in rc:
+        out[e.name] = _rc_packed_rows(e)
+    for e in jobs:
+        if isinstance(out[e.name], str):
+            raise FormatError(f"tensor {e.name!r}: symbols stream: {out[e.name]}")
+    return [out[e.name] for e in entries]
+
+
+def _rc_packed_rows(e: TensorEntry) -> np.ndarray:
+    """One rans_rc symbols stream decoded straight into packed rows (csrc/rans_ctx.cpp)."""
+    from golfpack.codec import rans_rc
+
+    s = e.streams["symbols"]
+    try:
+        m, payload = rans_rc.parse(e.stream_view("symbols"), s.type.count)
+        if m.cols != e.shape[1]:  # valid, but its rows are not the tensor's: decode, then pack
+            return _C.qpack_rows(e.symbols().reshape(e.shape), s.type.bits)
+        return _C.rans_ctx_decode_packed(payload, s.type.count, m.cols, m.row_class, m.col_class, m.table_map,
+                                         m.C, m.freqs(), m.P, m.lanes, s.type.bits)
+    except ValueError as err:
+        raise FormatError(f"tensor {e.name!r}: symbols stream: {err}") from None
 
 
 def _float_tensor(values: np.ndarray, kind: str) -> torch.Tensor:

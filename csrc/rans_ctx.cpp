@@ -35,11 +35,16 @@
 #include <vector>
 
 #include "byteview.h"
+#include "qmatmul.h"
 #include "rans.h"
 
 namespace py = pybind11;
 
 namespace golfpack {
+
+// rans_rows.cpp: one row of u = s + 128 symbols into b-bit packed fields, padding zeroed.
+void pack_u_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t stride, bool avx2);
+
 namespace rans_ctx {
 
 using rans::Error;
@@ -246,9 +251,18 @@ std::vector<uint8_t> encode(const uint8_t* sym, uint64_t count, const Contexts& 
   return out;
 }
 
+// Where decoded symbols go: sink.piece(i0, n) gives the buffer for symbols [i0, i0 + n),
+// sink.done(i0, n, buf) is called once they are in it (in order, pieces of kChunk).
+struct ToArray {
+  uint8_t* out;
+  uint8_t* piece(uint64_t i0, uint64_t) { return out + i0; }
+  void done(uint64_t, uint64_t, const uint8_t*) {}
+};
+
 // Decodes `count` symbols; throws Error on truncation, trailing bytes or a tag mismatch.
+template <typename Sink>
 void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ctx,
-            const CtxTables& tb, int lanes, uint8_t* out) {
+            const CtxTables& tb, int lanes, Sink& sink) {
   if (count == 0) {
     if (size) throw Error(std::to_string(size) + " bytes in a stream of 0 symbols");
     return;
@@ -276,7 +290,7 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
   for (uint64_t i0 = 0; i0 < count; i0 += kChunk) {
     const uint64_t n = std::min(kChunk, count - i0);
     ctx.fill(i0, n, tid);
-    uint8_t* o = out + i0;
+    uint8_t* o = sink.piece(i0, n);
     uint64_t i = 0;
     auto step = [&](int j, uint64_t k) {
       const uint32_t slot = uint32_t(x[j]) & mask;
@@ -319,6 +333,7 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
       }
     }
     hasher.update(o, n);
+    sink.done(i0, n, o);
   }
   if (wp != we) throw Error(std::to_string(we - wp) + " unread payload bytes after decoding");
   const uint64_t h = hasher.finish();
@@ -327,6 +342,47 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
       throw Error("final state of lane " + std::to_string(j) +
                   " does not match the integrity tag (corrupt stream or wrong count)");
 }
+
+// Packs whole rows into PackedLinear's layout as they complete (pack_u_row, rans_rows.cpp), and
+// checks that every symbol fits b bits. A row may span pieces: its first part waits in `row`.
+struct ToPackedRows {
+  uint64_t cols;
+  int bits;
+  uint8_t* dst;  // rows * stride bytes
+  int64_t stride;
+  bool avx2;
+  std::vector<uint8_t> buf, row;
+  uint64_t filled = 0, next_row = 0;
+  ToPackedRows(uint64_t cols_, int bits_, uint8_t* dst_, int64_t stride_, bool avx2_)
+      : cols(cols_), bits(bits_), dst(dst_), stride(stride_), avx2(avx2_) {}
+  uint8_t* piece(uint64_t, uint64_t n) {
+    buf.resize(n);
+    return buf.data();
+  }
+  void done(uint64_t, uint64_t n, const uint8_t* p) {
+    const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
+    for (uint64_t k = 0; k < n; ++k)
+      if (p[k] < lo || p[k] > hi) throw Error("symbols outside the " + std::to_string(bits) + "-bit range");
+    while (n) {
+      if (filled == 0 && n >= cols) {  // a whole row straight from the piece
+        pack_u_row(p, cols, bits, dst + next_row++ * stride, stride, avx2);
+        p += cols;
+        n -= cols;
+        continue;
+      }
+      const uint64_t take = std::min<uint64_t>(n, cols - filled);
+      row.resize(cols);
+      std::memcpy(row.data() + filled, p, take);
+      filled += take;
+      p += take;
+      n -= take;
+      if (filled == cols) {
+        pack_u_row(row.data(), cols, bits, dst + next_row++ * stride, stride, avx2);
+        filled = 0;
+      }
+    }
+  }
+};
 
 }  // namespace rans_ctx
 
@@ -438,7 +494,8 @@ void register_rans_ctx(py::module_& m) {
     uint8_t* o = out.mutable_data();
     try {
       py::gil_scoped_release nogil;
-      rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, o);
+      rans_ctx::ToArray sink{o};
+      rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, sink);
     } catch (const rans::Error& e) {
       throw py::value_error(e.what());
     }
@@ -446,6 +503,29 @@ void register_rans_ctx(py::module_& m) {
   }, py::arg("data"), py::arg("count"), py::arg("cols"), py::arg("row_class"), py::arg("col_class"),
         py::arg("table_map"), py::arg("C"), py::arg("freqs"), py::arg("P"), py::arg("lanes"),
         "Inverse of rans_ctx_encode; validates the payload fully (ValueError 'rANS stream: ...').");
+  m.def("rans_ctx_decode_packed", [](const py::object& data, uint64_t count, uint64_t cols, const py::object& row_class,
+                                     const py::object& col_class, const py::object& map, int C,
+                                     const py::object& freqs, int P, int lanes, int bits) {
+    if (count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30");
+    if (bits < 2 || bits > 8) throw py::value_error("bits must be 2..8");
+    ByteView in(data, "rANS rc payload");
+    Model md = make_model(count, cols, row_class, col_class, map, C, freqs, P);
+    check_lanes(lanes);
+    const uint64_t rows = count / cols;
+    const int64_t stride = qlayout::packed_row_stride(int64_t(cols), bits);
+    py::array_t<uint8_t> out({py::ssize_t(rows), py::ssize_t(stride)});
+    try {
+      py::gil_scoped_release nogil;
+      rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::resolved_isa() == rans::Isa::kAvx2);
+      rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, sink);
+    } catch (const rans::Error& e) {
+      throw py::value_error(e.what());
+    }
+    return out;
+  }, py::arg("data"), py::arg("count"), py::arg("cols"), py::arg("row_class"), py::arg("col_class"),
+        py::arg("table_map"), py::arg("C"), py::arg("freqs"), py::arg("P"), py::arg("lanes"), py::arg("bits"),
+        "rans_ctx_decode followed by qpack_rows(symbols - 128, bits), without the int8 array: rows\n"
+        "[count/cols, packed_row_stride(cols, bits)]. Symbols outside b bits raise ValueError.");
 }
 
 }  // namespace golfpack

@@ -271,6 +271,11 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
 
 }  // namespace
 
+// Also used by rans_ctx.cpp's packed-rows decoder.
+void pack_u_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t stride, bool avx2) {
+  pack_row(u, cols, bits, dst, stride, avx2);
+}
+
 void register_rans_rows(py::module_& m) {
   m.def("rans_decode_rows", &decode_rows_py, py::arg("jobs"), py::arg("threads") = 1,
         "rans_decode_rows(jobs: [(data, rows, cols, bits)], threads: int = 1) -> list\n\n"
