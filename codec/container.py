@@ -230,7 +230,9 @@ def _rc_packed_rows(e: TensorEntry) -> np.ndarray:
             return _C.qpack_rows(e.symbols().reshape(e.shape), s.type.bits)
         return _C.rans_ctx_decode_packed(payload, s.type.count, m.cols, m.row_class, m.col_class, m.table_map,
                                          m.C, m.freqs(), m.P, m.lanes, s.type.bits)
-    except ValueError as err:
+    except ValueError as err:  # the native decoder's; rans_rc.decode words it the same way
+        raise FormatError(f"tensor {e.name!r}: symbols stream: rans_rc stream: {err}") from None
+    except FormatError as err:
         raise FormatError(f"tensor {e.name!r}: symbols stream: {err}") from None
 
 

@@ -167,3 +167,27 @@ def test_bad_rans_stream_with_valid_crc_same_error_both_paths(artifact, tmp_path
             errors.append(str(err.value))
         assert errors[0] == errors[1], errors
         assert f"tensor '{e.name}': symbols stream: {msg}" in errors[0]
+
+
+def test_fused_rans_rc_equals_per_tensor_path(artifact, tmp_path):
+    """rans_rc symbol streams (codec/rans_rc.py) also decode straight into packed rows, bit for bit
+    as decoding them and packing; a payload cut short (CRC resealed) is one FormatError naming the
+    tensor on both paths."""
+    from golfpack.codec.container import parse_artifact, write_artifact
+    from golfpack.codec.recode import recode
+
+    p = tmp_path / "rc.golfpack"
+    write_artifact(p, recode(read_artifact(artifact), ("rans_rc",), jobs=1))
+    art = read_artifact(p)
+    direct = [e for e in art.tensors.values() if e.packs_directly]
+    assert len(direct) == 2 * 6 and all(e.streams["symbols"].coder == "rans_rc" for e in direct)
+    same_model(load_packed(p), load_packed(p, fused=False))
+    same_model(load_packed(p), load_packed(artifact, fused=False))
+    for e, rows in zip(direct, packed_rows(direct)):
+        assert torch.equal(torch.from_numpy(rows), torch.from_numpy(_C.qpack_rows(e.symbols(), e.bits)))
+    name = next(e.name for e in direct if e.name.endswith("mlp.fc.weight"))
+    bad = rebuilt(p, tmp_path, 0, name, lambda d: d[:-4])
+    assert parse_artifact(bad.read_bytes()).tensors[name].streams["symbols"].coder == "rans_rc"
+    for fused in (True, False):
+        with pytest.raises(FormatError, match=f"tensor .{name}.: symbols stream: rans_rc stream: rANS stream: truncated"):
+            load_packed(bad, fused=fused)
