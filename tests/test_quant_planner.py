@@ -41,6 +41,8 @@ FLOAT_NP = {"float16": np.float16, "float32": np.float32}
 
 
 def _stream(values: np.ndarray, st_: StreamType, coder: str, transform: str = "none") -> EncodedStream:
+    if not st_.offers(coder):  # rans_rc codes int matrices only; the writer's fallback is rans
+        coder = "rans"
     if st_.kind == "int" or coder == "raw":
         transform = "none"
     return EncodedStream(st_, coder, transform, encode_stream(values, st_, coder, transform))
