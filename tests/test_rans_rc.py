@@ -839,3 +839,48 @@ def test_container_round_trip_with_rans_rc():
     full = parse_artifact(encode_lossless(ck, coders=CODERS, jobs=1))
     full.verify()
     assert full.tensors["w"].streams["symbols"].coder == "rans_rc"
+
+
+# ----------------------------------------------------------------------------------------
+# 8. The packed-rows decoder (load_packed's fused path) agrees with decode-then-pack, also on
+#    corrupt streams: both reject, or both give the same symbols.
+# ----------------------------------------------------------------------------------------
+def _packed_or_error(data, count, bits):
+    try:
+        m, payload = rans_rc.parse(data, count)
+        return _C.rans_ctx_decode_packed(payload, count, m.cols, m.row_class, m.col_class, m.table_map, m.C,
+                                         m.freqs(), m.P, m.lanes, bits)
+    except (FormatError, ValueError):
+        return None
+
+
+def _plain_or_error(data, count, bits):
+    try:
+        u = rans_rc.decode(data, count)
+    except FormatError:
+        return None
+    s = u.astype(np.int16) - 128
+    if s.min() < -(1 << (bits - 1)) or s.max() > (1 << (bits - 1)) - 1:
+        return None  # coders._check_symbol_range rejects it on this path
+    return s.astype(np.int8)
+
+
+def test_packed_decoder_matches_decode_then_pack_on_every_byte_change():
+    rng = np.random.default_rng(11)
+    rows, cols, bits = 16, 64, 5
+    s = np.clip(np.rint(rng.laplace(size=(rows, cols)) * np.where(np.arange(cols) % 2, 6.0, 0.3)), -16, 15)
+    u = (s.astype(np.int16) + 128).astype(np.uint8)
+    data = rans_rc.encode(u)
+    assert rans_rc.parse(data, u.size)[0].C > 1  # column classes in play
+    cases = [data] + [data[:n] for n in range(len(data))]
+    for i in range(len(data)):
+        for v in (data[i] ^ 0x01, data[i] ^ 0x80, (data[i] + 1) & 0xFF):
+            cases.append(data[:i] + bytes([v]) + data[i + 1:])
+    both = 0
+    for d in cases:
+        a, b = _plain_or_error(d, u.size, bits), _packed_or_error(d, u.size, bits)
+        assert (a is None) == (b is None)
+        if a is not None:
+            both += 1
+            np.testing.assert_array_equal(b, _C.qpack_rows(a.reshape(rows, cols), bits))
+    assert both >= 1  # the unmodified stream at least
