@@ -41,6 +41,7 @@ MAX_CLASSES = 256  # class and table indices are bytes
 HEADER = struct.Struct("<BBBBBIHHHIIII")
 ABSENT = 0  # code byte of an absent symbol (README in csrc/rans_ctx.cpp: 255 there, 0 here)
 _SMOOTH = 0.05  # pseudo-count for unseen symbols while fitting classes (never coded)
+MAX_FIT_CELLS = 1 << 25  # largest histogram the fitter builds (rows x C x W or cols x R x W): 256 MB of int64
 
 
 @dataclass
@@ -337,7 +338,12 @@ def merge_cells(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tab = counts[used].astype(np.float64)
     if len(groups) > 1:
         h = _entropy_bits(tab)
-        merged = _entropy_bits(tab[:, None, :] + tab[None, :, :]) - h[:, None] - h[None, :]
+        # pairwise union costs, a block of rows at a time (T x T x W floats at once could be 130 MB)
+        merged = np.empty((len(groups), len(groups)))
+        step = max(1, (1 << 21) // max(1, tab.size))
+        for a0 in range(0, len(groups), step):
+            blk = tab[a0:a0 + step]
+            merged[a0:a0 + step] = _entropy_bits(blk[:, None, :] + tab[None, :, :]) - h[a0:a0 + step, None] - h[None, :]
         present = (tab > 0).sum(1)
         np.fill_diagonal(merged, np.inf)
         alive = np.ones(len(groups), bool)
@@ -402,6 +408,8 @@ def fit(q: np.ndarray, P: int = PRECISION) -> Model:
             nR, nC = R * dr, C * dc
             if nR > min(rows, MAX_CLASSES) or nC > min(cols, MAX_CLASSES) or nR * nC > MAX_CLASSES:
                 continue
+            if max(rows * nC, cols * nR) * fitter.W > MAX_FIT_CELLS:
+                continue  # the fitter's per-row / per-column histograms would not fit in memory
             if consider(nR, nC, _split(brc, bR, fitter.row_mag, nR), _split(bcc, bC, fitter.col_mag, nC)):
                 step = (nR, nC)
         if step is None or best[0] >= before:
