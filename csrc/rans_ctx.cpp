@@ -31,7 +31,6 @@
 #include <cstring>
 #include <numeric>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "byteview.h"
@@ -300,30 +299,16 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
       o[k] = s;
       x[j] = (inf & 0xFFFF) * (x[j] >> P) + slot - (inf >> 16);
     };
-    // A round reads at most one word per lane: while a round's words remain, no bounds checks.
-    auto rounds = [&](auto lanes_c) {
-      constexpr int L = decltype(lanes_c)::value;
-      for (; i + L <= n && we - wp >= 4 * L; i += L) {
-        for (int j = 0; j < L; ++j) step(j, i + j);
-        for (int j = 0; j < L; ++j)
-          if (x[j] < kStateLow) {
-            x[j] = (x[j] << kWordBits) | load_le32(wp);
-            wp += 4;
-          }
-      }
-    };
     if (!tb.entry.empty()) {
       const uint32_t* ent = tb.entry.data();
       if (lanes == 8) i = rounds_packed<8>(ent, P, tid, o, n, x, wp, we);
       else if (lanes == 4) i = rounds_packed<4>(ent, P, tid, o, n, x, wp, we);
       else if (lanes == 2) i = rounds_packed<2>(ent, P, tid, o, n, x, wp, we);
       else if (lanes == 1) i = rounds_packed<1>(ent, P, tid, o, n, x, wp, we);
-    } else if (lanes == 8) rounds(std::integral_constant<int, 8>{});
-    else if (lanes == 4) rounds(std::integral_constant<int, 4>{});
-    else if (lanes == 2) rounds(std::integral_constant<int, 2>{});
-    else if (lanes == 1) rounds(std::integral_constant<int, 1>{});
-    // else: count < 8 symbols use count lanes (3, 5, 6, 7); the checked loop below takes them
-    for (; i < n; ++i) {  // checked tail (and lane counts other than 8)
+    }
+    // The checked loop takes the rest of the piece, and all of it for P > 12 (valid, never
+    // written by the encoder) and for streams of < 8 symbols with 3, 5, 6 or 7 lanes.
+    for (; i < n; ++i) {
       const int j = int((i0 + i) % uint64_t(lanes));
       step(j, i);
       if (x[j] < kStateLow) {
