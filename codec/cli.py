@@ -90,7 +90,6 @@ def _calibration(args, ck, need: bool):
 
 def cmd_encode(args) -> int:
     from golfpack.checkpoint import read_checkpoint
-    from golfpack.codec.coders import CODERS
     from golfpack.codec.container import parse_artifact, write_artifact
     from golfpack.codec.encode import encode_lossless
 
@@ -101,7 +100,7 @@ def cmd_encode(args) -> int:
         raise GolfpackError("--lossless cannot be combined with --budget or --bits")
     if not args.lossless and not lossy:
         raise GolfpackError("choose an encoding mode: --lossless, --budget BYTES (planner) or --bits SPEC (fixed recipe)")
-    coders = tuple(c.strip() for c in args.coders.split(",")) if args.coders else CODERS
+    coders = coders_from_args(args)
     t0 = time.perf_counter()
     ck = read_checkpoint(src)
     params = ck.num_params()
@@ -185,6 +184,18 @@ def parse_rate_mults(text: str) -> tuple[float, ...]:
             raise GolfpackError(f"--rate-mults: each value must be a positive finite number, got {part.strip()!r}")
         out.append(v)
     return tuple(out)
+
+
+def add_coder_arguments(p: argparse.ArgumentParser) -> None:
+    """--coders and --jobs, as encode and recode take them (read back by coders_from_args)."""
+    p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,rans_rc,zstd,brotli)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
+
+
+def coders_from_args(args) -> tuple[str, ...]:
+    from golfpack.codec.coders import CODERS
+
+    return tuple(c.strip() for c in args.coders.split(",")) if args.coders else CODERS
 
 
 def planner_config_from_args(args, budgeted: bool, coders=None):
@@ -304,14 +315,13 @@ def _print_plan(report: dict, plan_report: dict) -> None:
 
 
 def cmd_recode(args) -> int:
-    from golfpack.codec.coders import CODERS
     from golfpack.codec.container import parse_artifact, read_artifact, write_artifact
     from golfpack.codec.recode import recode
     import torch
 
     src, out = Path(args.src), Path(args.output)
     _check_output(src, out)
-    coders = tuple(c.strip() for c in args.coders.split(",")) if args.coders else CODERS
+    coders = coders_from_args(args)
     t0 = time.perf_counter()
     art = read_artifact(src)
     data = recode(art, coders, args.jobs)
@@ -481,8 +491,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="lossy: plan bits / clip / LQER / pruning per tensor so that artifact + code bytes <= BYTES "
                         "(e.g. 16000000 or 16e6) and within --tolerance of it")
     add_planner_arguments(p)
-    p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,rans_rc,zstd,brotli)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
+    add_coder_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (artifact_bytes, code_bytes, total_bytes, bits_per_param, plan, ...)")
@@ -503,8 +512,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                                    "give an older artifact the newest coders, or --coders raw,rans for the fastest decode.")
     p.add_argument("src", help="artifact")
     p.add_argument("-o", "--output", required=True, help="artifact path to write")
-    p.add_argument("--coders", default=None, help="comma list of allowed coders (default: raw,rans,rans_rc,zstd,brotli)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel encoder threads (default: cores, max 8)")
+    add_coder_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_recode)
 
