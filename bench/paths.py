@@ -27,3 +27,11 @@ CHECKPOINT = "checkpoints/pg_baseline_7x384_sp1024.int8.ptz"
 VAL = "shards/c4_val_sp1024.bin"
 CALIB = "shards/enwiki_train_sp1024.bin"
 TOKENIZER = "tokenizers/fineweb_1024_bpe.model"
+
+_ARGUMENTS = {"ckpt": CHECKPOINT, "calib": CALIB, "val": VAL, "tokenizer": TOKENIZER}
+
+
+def add_data_arguments(ap, *names: str) -> None:
+    """--ckpt / --calib / --val / --tokenizer (those named), defaulting to the shared material."""
+    for name in names:
+        ap.add_argument(f"--{name}", default=default(_ARGUMENTS[name]))

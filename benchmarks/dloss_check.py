@@ -31,8 +31,7 @@ def spearman(x, y) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
-    ap.add_argument("--calib", default=paths.default(paths.CALIB))
+    paths.add_data_arguments(ap, "ckpt", "calib")
     ap.add_argument("--bits", default="3,4")
     ap.add_argument("--seqs", type=int, default=8)
     ap.add_argument("--len", type=int, default=512)

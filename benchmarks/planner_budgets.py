@@ -23,8 +23,7 @@ from golfpack.bench import paths
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
-    ap.add_argument("--calib", default=paths.default(paths.CALIB))
+    paths.add_data_arguments(ap, "ckpt", "calib")
     ap.add_argument("--calib-seqs", type=int, default=32)
     ap.add_argument("--calib-len", type=int, default=512)
     ap.add_argument("--budgets", default=None, help="comma list (default: 1e6 .. lossless, 1e5 steps)")

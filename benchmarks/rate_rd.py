@@ -26,10 +26,7 @@ from golfpack.bench import paths
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
-    ap.add_argument("--calib", default=paths.default(paths.CALIB))
-    ap.add_argument("--val", default=paths.default(paths.VAL))
-    ap.add_argument("--tokenizer", default=paths.default(paths.TOKENIZER))
+    paths.add_data_arguments(ap, "ckpt", "calib", "val", "tokenizer")
     ap.add_argument("--budgets", default="40%,50%,60%")
     ap.add_argument("--rate-mults", default="0.5,1,2")
     ap.add_argument("--method", default="gptq", choices=("gptq", "rtn"))

@@ -30,10 +30,7 @@ from golfpack.bench import paths
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", default=paths.default(paths.CHECKPOINT))
-    ap.add_argument("--calib", default=paths.default(paths.CALIB))
-    ap.add_argument("--val", default=paths.default(paths.VAL))
-    ap.add_argument("--tokenizer", default=paths.default(paths.TOKENIZER))
+    paths.add_data_arguments(ap, "ckpt", "calib", "val", "tokenizer")
     ap.add_argument("--bits", type=int, default=6)
     ap.add_argument("--mults", default="1.0,1.1,1.2")
     ap.add_argument("--lams", default="0.5,1,2")
