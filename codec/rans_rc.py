@@ -382,7 +382,8 @@ def _size(m: Model, counts: np.ndarray) -> float:
 
 
 def fit(q: np.ndarray, P: int = PRECISION) -> Model:
-    """Greedy search over (R, C): double R, then C, while the stream shrinks; returns the best."""
+    """Greedy search over (R, C): each round tries 2R, 2C and both from the best model so far,
+    warm-started, while the stream shrinks; returns the smallest model measured."""
     lo, hi = int(q.min()), int(q.max())
     qq = (q - lo).astype(np.int64)
     fitter = _Fit(qq, hi - lo + 1)
