@@ -178,5 +178,13 @@ struct AvxStream {
 };
 uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds);
 
+// rans_rc payloads (rans_ctx.cpp, RANS.md 6): 8 lanes, the entry of symbol i being
+// ent[tid[i] << P | slot] with 32-bit entries (freq - 1) | (slot - cum) << 12 | sym << 24, P <= 12.
+// Decodes whole rounds (8 symbols) of the n while a round's 8 words are inside [wp, we);
+// returns the symbols decoded (a multiple of 8), updating xs and wp. Same output as the scalar
+// rounds of rans_ctx.cpp.
+uint64_t decode_ctx_rounds_avx2(const uint32_t* ent, int P, const uint8_t* tid, uint8_t* out, uint64_t n,
+                               uint64_t* xs, const uint8_t*& wp, const uint8_t* we);
+
 }  // namespace rans
 }  // namespace golfpack

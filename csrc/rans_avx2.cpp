@@ -1,5 +1,6 @@
-// rans_avx2.cpp: the AVX2 inner loop of the rANS decoder (format: csrc/RANS.md; caller:
-// rans::Decoder in rans.cpp, which runs it only after cpu_has_avx2()).
+// rans_avx2.cpp: the AVX2 inner loops of the rANS decoders (format: csrc/RANS.md; callers:
+// rans::Decoder in rans.cpp, and rans_ctx::decode in rans_ctx.cpp for rans_rc streams, which run
+// them only after cpu_has_avx2()).
 //
 // The states of 4 lanes sit in one __m256i as 64-bit integers (8 lanes: two vectors, lanes 0-3
 // and 4-7). One round decodes one symbol per lane, exactly as the scalar loop would:
@@ -192,6 +193,29 @@ GP_TARGET_AVX2 uint64_t rounds_multi(AvxStream* st, uint64_t rounds) {
   return r;
 }
 
+// rans_rc (rans_ctx.cpp): 8 lanes whose table changes with the position. Same round as
+// rounds_avx2<2>, but the entry of lane j is ent[tid[i + j] << P | slot], a 32-bit
+// (freq - 1) | (slot - cum) << 12 | sym << 24 (P <= 12), widened to 64-bit lanes before the
+// multiply. The lookups again go through memory (4 scalar loads per group, see step()).
+GP_TARGET_AVX2 inline __m256i ctx_step(__m256i x, const uint32_t* ent, int P, const uint8_t* tid, const Consts& c,
+                                       __m256i& e) {
+  alignas(32) uint64_t sl[4];
+  alignas(16) uint32_t ev[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(sl), _mm256_and_si256(x, c.mask_p));
+  ev[0] = ent[(size_t(tid[0]) << P) + sl[0]];
+  ev[1] = ent[(size_t(tid[1]) << P) + sl[1]];
+  ev[2] = ent[(size_t(tid[2]) << P) + sl[2]];
+  ev[3] = ent[(size_t(tid[3]) << P) + sl[3]];
+  e = _mm256_cvtepu32_epi64(_mm_load_si128(reinterpret_cast<const __m128i*>(ev)));
+  const __m256i m12 = _mm256_set1_epi64x(0xFFF);
+  const __m256i f = _mm256_add_epi64(_mm256_and_si256(e, m12), _mm256_set1_epi64x(1));
+  const __m256i bias = _mm256_and_si256(_mm256_srli_epi64(e, 12), m12);
+  const __m256i q = _mm256_srl_epi64(x, c.shift_p);
+  const __m256i lo = _mm256_mul_epu32(q, f);
+  const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(q, 32), f);
+  return _mm256_add_epi64(_mm256_add_epi64(lo, _mm256_slli_epi64(hi, 32)), bias);
+}
+
 }  // namespace
 
 uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, const uint8_t* we,
@@ -199,6 +223,37 @@ uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, c
   if (lanes == 8) return rounds_avx2<2>(P, x, wp, we, entries, out, rounds);
   if (lanes == 4) return rounds_avx2<1>(P, x, wp, we, entries, out, rounds);
   return 0;  // other lane counts: the caller's scalar loops
+}
+
+GP_TARGET_AVX2 uint64_t decode_ctx_rounds_avx2(const uint32_t* ent, int P, const uint8_t* tid, uint8_t* out,
+                                              uint64_t n, uint64_t* xs, const uint8_t*& wp_ref, const uint8_t* we) {
+  Consts c;
+  c.mask_p = _mm256_set1_epi64x((1ll << P) - 1);
+  c.low = _mm256_set1_epi64x(int64_t(kStateLow));
+  c.shift_p = _mm_cvtsi32_si128(P);
+  // The symbol is byte 3 of each 64-bit lane (entry bits 24..31): bytes 3 and 11 of each half.
+  const __m256i sel0 = _mm256_setr_epi8(3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1);
+  __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs));
+  __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + 4));
+  const uint8_t* wp = wp_ref;
+  uint64_t i = 0;
+  for (; i + 8 <= n && we - wp >= 32; i += 8) {
+    __m256i e0, e1;
+    x0 = ctx_step(x0, ent, P, tid + i, c, e0);
+    x1 = ctx_step(x1, ent, P, tid + i + 4, c, e1);
+    x0 = renorm(x0, wp, c);
+    x1 = renorm(x1, wp, c);
+    const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0, sel0), _mm256_shuffle_epi8(e1, sel1));
+    const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), s);
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs), x0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs + 4), x1);
+  wp_ref = wp;
+  return i;
 }
 
 uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds) {
@@ -218,6 +273,10 @@ uint64_t decode_rounds_avx2(int, int, uint64_t*, const uint8_t*&, const uint8_t*
   return 0;
 }
 uint64_t decode_rounds_avx2_multi(AvxStream*, int, uint64_t) { return 0; }
+uint64_t decode_ctx_rounds_avx2(const uint32_t*, int, const uint8_t*, uint8_t*, uint64_t, uint64_t*,
+                               const uint8_t*&, const uint8_t*) {
+  return 0;
+}
 
 #endif
 

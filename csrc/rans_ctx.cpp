@@ -23,6 +23,11 @@
 //    every symbol seen in a cell a code in that cell's table).
 // 4. A table with one present symbol has f = 2^P: coding is the identity on the state and
 //    reads no words, exactly as in v1 (a whole stream of such symbols is states only).
+// 5. Decoding speed: 8-lane streams with P <= 12 (what the encoder writes) run the AVX2 round
+//    loop of rans_avx2.cpp (decode_ctx_rounds_avx2) when rans_set_isa / GOLFPACK_RANS_ISA
+//    allow it, else the scalar rounds below; both read 32-bit packed entries, one per slot of
+//    each table, so a stream's tables cost T * 2^P * 4 bytes of cache (T = 57 at P = 12 is
+//    ~0.9 MB, which is what makes many-table streams slower per symbol than v1).
 // ========================================================================================
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -62,7 +67,7 @@ struct CtxTables {
   int T = 0;
   std::vector<uint32_t> freq;  // T * 256
   std::vector<uint32_t> info;  // T * 256: freq | cum << 16
-  std::vector<uint8_t> lut;    // T * 2^P: slot -> symbol
+  std::vector<uint8_t> lut;    // T * 2^P: slot -> symbol (only for P > 12)
   // P <= 12 (what the encoder writes): one lookup per symbol instead of two,
   // slot -> (freq - 1) | (slot - cum) << 12 | symbol << 24 (each field fits: freq <= 2^12).
   std::vector<uint32_t> entry;  // T * 2^P, empty when P > 12
@@ -126,27 +131,28 @@ CtxTables make_tables(const uint32_t* freq, int T, int P) {
   t.T = T;
   t.freq.assign(freq, freq + size_t(T) * 256);
   t.info.resize(size_t(T) * 256);
-  t.lut.resize(size_t(T) << P);
+  // Decoding reads either the packed entries (P <= 12, what the encoder writes) or lut + info,
+  // never both, so only one of the two slot tables is built: a load rebuilds every table of
+  // every rans_rc stream, T * 2^P slots each.
+  const bool packed = P <= kPackedMaxP;
+  if (packed) t.entry.resize(size_t(T) << P);
+  else t.lut.resize(size_t(T) << P);
   for (int k = 0; k < T; ++k) {
     uint32_t cum = 0;
     const uint32_t* f = freq + size_t(k) * 256;
-    uint8_t* lut = t.lut.data() + (size_t(k) << P);
     for (int s = 0; s < 256; ++s) {
       if (cum + uint64_t(f[s]) > (1u << P)) throw Error("table " + std::to_string(k) + " sums past 2^P");
       t.info[size_t(k) * 256 + s] = f[s] | (cum << 16);
-      std::memset(lut + cum, s, f[s]);
+      if (packed) {  // slot cum + b: (freq - 1) | b << 12 | s << 24
+        uint32_t* e = t.entry.data() + (size_t(k) << P) + cum;
+        const uint32_t base = (f[s] - 1) | (uint32_t(s) << 24);
+        for (uint32_t b = 0; b < f[s]; ++b) e[b] = base | (b << 12);
+      } else {
+        std::memset(t.lut.data() + (size_t(k) << P) + cum, s, f[s]);
+      }
       cum += f[s];
     }
     if (cum != (1u << P)) throw Error("table " + std::to_string(k) + " does not sum to 2^P");
-  }
-  if (P <= kPackedMaxP) {
-    t.entry.resize(size_t(T) << P);
-    for (size_t k = 0; k < size_t(T); ++k)
-      for (uint32_t slot = 0; slot < (1u << P); ++slot) {
-        const uint8_t s = t.lut[(k << P) + slot];
-        const uint32_t inf = t.info[k * 256 + s];
-        t.entry[(k << P) + slot] = ((inf & 0xFFFF) - 1) | ((slot - (inf >> 16)) << 12) | (uint32_t(s) << 24);
-      }
   }
   return t;
 }
@@ -203,11 +209,15 @@ uint64_t rounds_packed(const uint32_t* __restrict ent, int P, const uint8_t* __r
       out[i + j] = uint8_t(e >> 24);
       x[j] = uint64_t((e & 0xFFF) + 1) * (x[j] >> P) + ((e >> 12) & 0xFFF);
     }
-    for (int j = 0; j < L; ++j)
-      if (x[j] < kStateLow) {
-        x[j] = (x[j] << kWordBits) | load_le32(wp);
-        wp += 4;
-      }
+    // Branch-free renormalization: whether a lane reads a word is data-dependent (about one
+    // symbol in ten for int6 weights), so a branch mispredicts often enough to cost more than
+    // the unconditional load and select. The round's L words are inside [wp, we) (loop guard).
+    for (int j = 0; j < L; ++j) {
+      const bool need = x[j] < kStateLow;
+      const uint64_t w = load_le32(wp);
+      x[j] = need ? (x[j] << kWordBits) | w : x[j];
+      wp += need ? 4 : 0;
+    }
   }
   for (int j = 0; j < L; ++j) xs[j] = x[j];
   wp_ref = wp;
@@ -283,6 +293,9 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
   const uint32_t mask = (1u << P) - 1;
   const uint8_t* lut = tb.lut.data();
   const uint32_t* info = tb.info.data();
+  // The AVX2 round loop (rans_avx2.cpp) for 8 lanes, as rans_set_isa / GOLFPACK_RANS_ISA say.
+  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;
+  const uint32_t* ent = tb.entry.empty() ? nullptr : tb.entry.data();  // P <= 12
   constexpr uint64_t kChunk = 4096;  // a multiple of every lane count
   uint8_t tid[kChunk];
   rans::SymbolHasher hasher;
@@ -294,14 +307,20 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
     auto step = [&](int j, uint64_t k) {
       const uint32_t slot = uint32_t(x[j]) & mask;
       const size_t t = tid[k];
+      if (ent) {
+        const uint32_t e = ent[(t << P) + slot];
+        o[k] = uint8_t(e >> 24);
+        x[j] = uint64_t((e & 0xFFF) + 1) * (x[j] >> P) + ((e >> 12) & 0xFFF);
+        return;
+      }
       const uint8_t s = lut[(t << P) + slot];
       const uint32_t inf = info[t * 256 + s];
       o[k] = s;
       x[j] = (inf & 0xFFFF) * (x[j] >> P) + slot - (inf >> 16);
     };
-    if (!tb.entry.empty()) {
-      const uint32_t* ent = tb.entry.data();
-      if (lanes == 8) i = rounds_packed<8>(ent, P, tid, o, n, x, wp, we);
+    if (ent) {
+      if (lanes == 8 && avx2) i = rans::decode_ctx_rounds_avx2(ent, P, tid, o, n, x, wp, we);
+      else if (lanes == 8) i = rounds_packed<8>(ent, P, tid, o, n, x, wp, we);
       else if (lanes == 4) i = rounds_packed<4>(ent, P, tid, o, n, x, wp, we);
       else if (lanes == 2) i = rounds_packed<2>(ent, P, tid, o, n, x, wp, we);
       else if (lanes == 1) i = rounds_packed<1>(ent, P, tid, o, n, x, wp, we);
@@ -344,10 +363,12 @@ struct ToPackedRows {
     buf.resize(n);
     return buf.data();
   }
+  bool check_range = true;  // false when no table gives a symbol outside b bits a frequency
   void done(uint64_t, uint64_t n, const uint8_t* p) {
     const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
-    for (uint64_t k = 0; k < n; ++k)
-      if (p[k] < lo || p[k] > hi) throw Error("symbols outside the " + std::to_string(bits) + "-bit range");
+    if (check_range)
+      for (uint64_t k = 0; k < n; ++k)
+        if (p[k] < lo || p[k] > hi) throw Error("symbols outside the " + std::to_string(bits) + "-bit range");
     while (n) {
       if (filled == 0 && n >= cols) {  // a whole row straight from the piece
         pack_u_row(p, cols, bits, dst + next_row++ * stride, stride, avx2);
@@ -502,6 +523,13 @@ void register_rans_ctx(py::module_& m) {
     try {
       py::gil_scoped_release nogil;
       rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::resolved_isa() == rans::Isa::kAvx2);
+      // A decoded symbol always has a nonzero frequency in its table, so if every table's
+      // present symbols fit b bits the per-symbol range check cannot fail and is skipped.
+      const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
+      const std::vector<uint32_t>& fr = md.tables.freq;
+      sink.check_range = false;
+      for (size_t k = 0; k < fr.size() && !sink.check_range; ++k)
+        sink.check_range = fr[k] && (int(k % 256) < lo || int(k % 256) > hi);
       rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, sink);
     } catch (const rans::Error& e) {
       throw py::value_error(e.what());

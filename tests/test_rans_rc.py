@@ -884,3 +884,89 @@ def test_packed_decoder_matches_decode_then_pack_on_every_byte_change():
             both += 1
             np.testing.assert_array_equal(b, _C.qpack_rows(a.reshape(rows, cols), bits))
     assert both >= 1  # the unmodified stream at least
+
+
+# ----------------------------------------------------------------------------------------
+# 9. The AVX2 round loop (rans_avx2.cpp, 8 lanes, P <= 12) and the scalar rounds agree: same
+#    symbols, same packed rows, the same streams rejected. Streams are written with 8 lanes
+#    here whatever their size (the fitter picks fewer lanes for small payloads, and the AVX2
+#    loop only runs with 8).
+# ----------------------------------------------------------------------------------------
+needs_avx2 = pytest.mark.skipif(not _C.rans_cpu_has_avx2(), reason="this CPU has no AVX2")
+
+
+def _eight_lane_stream(u):
+    m = rans_rc.fit(u)
+    payload = _C.rans_ctx_encode(u.reshape(-1), m.cols, m.row_class, m.col_class, m.table_map, m.C, m.freqs(), m.P, 8)
+    m.lanes = 8
+    return rans_rc.serialize(m, payload)
+
+
+def _under_isa(isa, fn, *args):
+    prev = _C.rans_isa()
+    _C.rans_set_isa(isa)
+    try:
+        return fn(*args)
+    finally:
+        _C.rans_set_isa(prev)
+
+
+@needs_avx2
+@FEW
+@given(symbol_matrices())
+def test_avx2_rounds_match_scalar(case):
+    bits, q = case
+    u = to_u(q)
+    data = _eight_lane_stream(u)
+    for isa in ("scalar", "avx2"):
+        np.testing.assert_array_equal(_under_isa(isa, rans_rc.decode, data, u.size), u.reshape(-1))
+        np.testing.assert_array_equal(_under_isa(isa, _packed_or_error, data, u.size, bits),
+                                      _C.qpack_rows(q, bits))
+
+
+@needs_avx2
+def test_avx2_rounds_match_scalar_on_corrupt_streams():
+    rng = np.random.default_rng(12)
+    rows, cols, bits = 40, 96, 6
+    s = np.clip(np.rint(rng.laplace(size=(rows, cols)) * np.geomspace(0.3, 12, cols)), -32, 31)
+    u = (s.astype(np.int16) + 128).astype(np.uint8)
+    data = _eight_lane_stream(u)
+    m, payload = rans_rc.parse(data, u.size)
+    assert m.lanes == 8 and m.T > 1 and m.P <= 12
+    start = len(data) - len(payload)
+    cases = [data[:n] for n in range(start, len(data), 3)]
+    for i in range(start, len(data)):
+        cases.append(data[:i] + bytes([data[i] ^ (1 << (i % 8))]) + data[i + 1:])
+    rejected = 0
+    for d in cases:
+        outs = []
+        for isa in ("scalar", "avx2"):
+            try:
+                outs.append(_under_isa(isa, rans_rc.decode, d, u.size))
+            except FormatError as e:
+                outs.append(str(e))
+        assert type(outs[0]) is type(outs[1])
+        if isinstance(outs[0], str):
+            rejected += 1
+            assert outs[0] == outs[1]  # the same check fails, with the same words
+        else:
+            np.testing.assert_array_equal(outs[0], outs[1])
+        assert (_under_isa("scalar", _packed_or_error, d, u.size, bits) is None) == \
+            (_under_isa("avx2", _packed_or_error, d, u.size, bits) is None)
+    assert rejected > len(cases) // 2
+
+
+def test_packed_decoder_range_check_only_where_a_table_allows_it():
+    # Tables that give every symbol of the stream's range a frequency: a narrower b must still
+    # be rejected (the per-symbol check runs); a b that holds every present symbol decodes.
+    rng = np.random.default_rng(13)
+    q = rng.integers(-8, 8, (12, 50)).astype(np.int8)
+    u = to_u(q)
+    data = rans_rc.encode(u)
+    assert _packed_or_error(data, u.size, 3) is None
+    with pytest.raises(ValueError, match="outside the 3-bit range"):
+        m, payload = rans_rc.parse(data, u.size)
+        _C.rans_ctx_decode_packed(payload, u.size, m.cols, m.row_class, m.col_class, m.table_map, m.C,
+                                  m.freqs(), m.P, m.lanes, 3)
+    for b in (4, 5, 8):
+        np.testing.assert_array_equal(_packed_or_error(data, u.size, b), _C.qpack_rows(q, b))
