@@ -124,23 +124,47 @@ def _kernel(art, reps: int) -> dict:
         _C.rans_set_isa(prev)
     out = {"streams": len(jobs), "symbols": n}
     rc = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_rc"]
-    if rc:  # rans_rc streams (codec/rans_rc.py) straight into packed rows, header parse included
-        from golfpack.codec.container import _rc_packed_rows
-
-        n_rc = sum(e.numel for e in rc)
-        t_rc = float("inf")
-        for _ in range(reps):
-            t = time.thread_time()
-            for e in rc:
-                _rc_packed_rows(e)
-            t_rc = min(t_rc, time.thread_time() - t)
-        out.update({"rans_rc_streams": len(rc), "rans_rc_symbols": n_rc, "rans_rc_rows_cpu_ms": round(t_rc * 1e3, 2),
-                    "rans_rc_rows_MBps": round(n_rc / t_rc / 1e6, 1) if t_rc > 0 else None})
+    if rc:
+        out.update(_kernel_rc(rc, isas, reps))
+    if not jobs:  # no v1 rans streams: no v1 rows to report (and no 0/0 ratios)
+        return out
     out.update({f"{k}_MBps": round(n / v / 1e6, 1) for k, v in best.items() if v > 0})
     out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
     if "rows_avx2" in best:
         out["rows_avx2_over_scalar"] = round(best["rows_scalar"] / best["rows_avx2"], 3)
         out["decode_avx2_over_scalar"] = round(best["decode_scalar"] / best["decode_avx2"], 3)
+    return out
+
+
+def _kernel_rc(rc, isas, reps: int) -> dict:
+    """rans_rc streams (codec/rans_rc.py) straight into packed rows, header parse included: all
+    of them in one rans_ctx_decode_rows call (streams interleaved per core), and one stream per
+    call (no interleaving), per ISA; best thread time of `reps`."""
+    from golfpack import _C
+    from golfpack.codec.container import _rc_packed_rows
+
+    n_rc = sum(e.numel for e in rc)
+    prev = _C.rans_set_isa("auto")
+    best: dict[str, float] = {}
+    try:
+        for _ in range(reps):
+            for isa in isas:
+                _C.rans_set_isa(isa)
+                for what, fn in (("rows", lambda: _rc_packed_rows(rc, 1)),
+                                 ("rows_one_by_one", lambda: [_rc_packed_rows([e], 1) for e in rc])):
+                    t = time.thread_time()
+                    fn()
+                    key = f"rans_rc_{what}_{isa}"
+                    best[key] = min(best.get(key, float("inf")), time.thread_time() - t)
+    finally:
+        _C.rans_set_isa(prev)
+    out = {"rans_rc_streams": len(rc), "rans_rc_symbols": n_rc}
+    out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
+    out.update({f"{k}_MBps": round(n_rc / v / 1e6, 1) for k, v in best.items() if v > 0})
+    if "rans_rc_rows_avx2" in best:
+        out["rans_rc_rows_avx2_over_scalar"] = round(best["rans_rc_rows_scalar"] / best["rans_rc_rows_avx2"], 3)
+        out["rans_rc_interleaved_over_one_by_one"] = round(
+            best["rans_rc_rows_one_by_one_avx2"] / best["rans_rc_rows_avx2"], 3)
     return out
 
 

@@ -211,29 +211,36 @@ def packed_rows(entries: list[TensorEntry], threads: int = 1) -> list[np.ndarray
         (rc if s.coder == "rans_rc" else jobs).append(e)
     out = dict(zip((e.name for e in jobs), _C.rans_decode_rows(
         [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in jobs], threads)))
-    for e in rc:
-        out[e.name] = _rc_packed_rows(e)
+    out.update(_rc_packed_rows(rc, threads))
     for e in jobs:
         if isinstance(out[e.name], str):
             raise FormatError(f"tensor {e.name!r}: symbols stream: {out[e.name]}")
     return [out[e.name] for e in entries]
 
 
-def _rc_packed_rows(e: TensorEntry) -> np.ndarray:
-    """One rans_rc symbols stream decoded straight into packed rows (csrc/rans_ctx.cpp)."""
+def _rc_packed_rows(entries: list[TensorEntry], threads: int) -> dict[str, np.ndarray]:
+    """rans_rc symbols streams decoded straight into packed rows (csrc/rans_ctx.cpp), several
+    at a time per core (golfpack._C.rans_ctx_decode_rows); the first bad stream raises."""
     from golfpack.codec import rans_rc
 
-    s = e.streams["symbols"]
-    try:
-        m, payload = rans_rc.parse(e.stream_view("symbols"), s.type.count)
-        if m.cols != e.shape[1]:  # valid, but its rows are not the tensor's: decode, then pack
-            return _C.qpack_rows(e.symbols().reshape(e.shape), s.type.bits)
-        return _C.rans_ctx_decode_packed(payload, s.type.count, m.cols, m.row_class, m.col_class, m.table_map,
-                                         m.C, m.freqs(), m.P, m.lanes, s.type.bits)
-    except ValueError as err:  # the native decoder's; rans_rc.decode words it the same way
-        raise FormatError(f"tensor {e.name!r}: symbols stream: rans_rc stream: {err}") from None
-    except FormatError as err:
-        raise FormatError(f"tensor {e.name!r}: symbols stream: {err}") from None
+    out, jobs, names = {}, [], []
+    for e in entries:
+        s = e.streams["symbols"]
+        try:
+            m, payload = rans_rc.parse(e.stream_view("symbols"), s.type.count)
+            if m.cols != e.shape[1]:  # valid, but its rows are not the tensor's: decode, then pack
+                out[e.name] = _C.qpack_rows(e.symbols().reshape(e.shape), s.type.bits)
+                continue
+            jobs.append((payload, s.type.count, m.cols, m.row_class, m.col_class, m.table_map, m.C, m.freqs(), m.P,
+                         m.lanes, s.type.bits))
+            names.append(e.name)
+        except FormatError as err:
+            raise FormatError(f"tensor {e.name!r}: symbols stream: {err}") from None
+    for name, r in zip(names, _C.rans_ctx_decode_rows(jobs, threads)):
+        if isinstance(r, str):  # the native decoder's words, as rans_rc.decode reports them
+            raise FormatError(f"tensor {name!r}: symbols stream: rans_rc stream: {r}")
+        out[name] = r
+    return out
 
 
 def _float_tensor(values: np.ndarray, kind: str) -> torch.Tensor:

@@ -186,5 +186,19 @@ uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds);
 uint64_t decode_ctx_rounds_avx2(const uint32_t* ent, int P, const uint8_t* tid, uint8_t* out, uint64_t n,
                                uint64_t* xs, const uint8_t*& wp, const uint8_t* we);
 
+// S = 1..4 rans_rc streams in one loop (as decode_rounds_avx2_multi for v1): `rounds` rounds of
+// 8 symbols each, from tid[0] / out[0], stopping early when any stream lacks a round's words.
+// Returns the rounds decoded; x and wp of each stream are updated.
+struct CtxAvxStream {
+  uint64_t* x;  // 8 states
+  const uint8_t* wp;
+  const uint8_t* we;
+  const uint32_t* ent;
+  int P;
+  const uint8_t* tid;
+  uint8_t* out;
+};
+uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rounds);
+
 }  // namespace rans
 }  // namespace golfpack

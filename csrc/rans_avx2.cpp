@@ -216,6 +216,49 @@ GP_TARGET_AVX2 inline __m256i ctx_step(__m256i x, const uint32_t* ent, int P, co
   return _mm256_add_epi64(_mm256_add_epi64(lo, _mm256_slli_epi64(hi, 32)), bias);
 }
 
+template <int S>
+GP_TARGET_AVX2 uint64_t ctx_rounds_multi(CtxAvxStream* st, uint64_t rounds) {
+  Consts c[S];
+  __m256i x0[S], x1[S];
+  const uint8_t* wp[S];
+  for (int k = 0; k < S; ++k) {
+    c[k].mask_p = _mm256_set1_epi64x((1ll << st[k].P) - 1);
+    c[k].low = _mm256_set1_epi64x(int64_t(kStateLow));
+    c[k].shift_p = _mm_cvtsi32_si128(st[k].P);
+    x0[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x));
+    x1[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 4));
+    wp[k] = st[k].wp;
+  }
+  const __m256i sel0 = _mm256_setr_epi8(3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1);
+  uint64_t r = 0;
+  for (; r < rounds; ++r) {
+    bool room = true;
+    for (int k = 0; k < S; ++k) room &= st[k].we - wp[k] >= 32;
+    if (!room) break;
+    __m256i e0[S], e1[S];
+    for (int k = 0; k < S; ++k) {
+      x0[k] = ctx_step(x0[k], st[k].ent, st[k].P, st[k].tid + 8 * r, c[k], e0[k]);
+      x1[k] = ctx_step(x1[k], st[k].ent, st[k].P, st[k].tid + 8 * r + 4, c[k], e1[k]);
+    }
+    for (int k = 0; k < S; ++k) {
+      x0[k] = renorm(x0[k], wp[k], c[k]);
+      x1[k] = renorm(x1[k], wp[k], c[k]);
+      const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0[k], sel0), _mm256_shuffle_epi8(e1[k], sel1));
+      const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(st[k].out + 8 * r), s);
+    }
+  }
+  for (int k = 0; k < S; ++k) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x), x0[k]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x + 4), x1[k]);
+    st[k].wp = wp[k];
+  }
+  return r;
+}
+
 }  // namespace
 
 uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, const uint8_t* we,
@@ -256,6 +299,16 @@ GP_TARGET_AVX2 uint64_t decode_ctx_rounds_avx2(const uint32_t* ent, int P, const
   return i;
 }
 
+uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rounds) {
+  switch (n) {
+    case 1: return ctx_rounds_multi<1>(streams, rounds);
+    case 2: return ctx_rounds_multi<2>(streams, rounds);
+    case 3: return ctx_rounds_multi<3>(streams, rounds);
+    case 4: return ctx_rounds_multi<4>(streams, rounds);
+    default: return 0;
+  }
+}
+
 uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds) {
   switch (n) {
     case 1: return rounds_multi<1>(streams, rounds);
@@ -277,6 +330,7 @@ uint64_t decode_ctx_rounds_avx2(const uint32_t*, int, const uint8_t*, uint8_t*, 
                                const uint8_t*&, const uint8_t*) {
   return 0;
 }
+uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream*, int, uint64_t) { return 0; }
 
 #endif
 

@@ -33,9 +33,12 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "byteview.h"
@@ -268,83 +271,125 @@ struct ToArray {
   void done(uint64_t, uint64_t, const uint8_t*) {}
 };
 
+constexpr uint64_t kChunk = 4096;  // symbols per piece; a multiple of every lane count
+
+// One payload being decoded, piece by piece, so that several can advance together
+// (decode_rows). The constructor checks the initial states; next_piece() fills the table ids
+// of the next piece; rounds() runs the unchecked round loop from a round boundary; rest()
+// finishes the piece with bounds-checked steps and hashes it; finish() checks the end.
+// Every throw is an Error whose text names the problem.
+class CtxStream {
+ public:
+  CtxStream(const uint8_t* data, size_t size, uint64_t count, const Contexts& ctx, const CtxTables& tb, int lanes)
+      : ctx_(ctx), tb_(tb), count_(count) {
+    if (count == 0) {
+      if (size) throw Error(std::to_string(size) + " bytes in a stream of 0 symbols");
+      return;
+    }
+    lanes_ = int(std::min<uint64_t>(uint64_t(lanes), count));
+    if (size < 8 * size_t(lanes_))
+      throw Error("truncated: " + std::to_string(size) + " payload bytes, need " + std::to_string(8 * lanes_) +
+                  " for the initial states");
+    if ((size - 8 * size_t(lanes_)) % 4) throw Error("payload word bytes are not a multiple of 4");
+    for (int j = 0; j < lanes_; ++j) {
+      x_[j] = load_le32(data + 8 * j) | load_le32(data + 8 * j + 4) << 32;
+      if (x_[j] < kStateLow || x_[j] >= kStateHigh)
+        throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
+    }
+    wp_ = data + 8 * size_t(lanes_);
+    we_ = data + size;
+    ent_ = tb.entry.empty() ? nullptr : tb.entry.data();  // P <= 12
+    // The AVX2 round loop (rans_avx2.cpp) for 8 lanes, as rans_set_isa / GOLFPACK_RANS_ISA say.
+    avx2_ = ent_ && lanes_ == 8 && rans::resolved_isa() == rans::Isa::kAvx2;
+  }
+  uint64_t done() const { return done_; }
+  uint64_t remaining() const { return count_ - done_; }
+  bool avx2() const { return avx2_; }
+  uint64_t next_piece() {
+    n_ = std::min(kChunk, count_ - done_);
+    ctx_.fill(done_, n_, tid_);
+    return n_;
+  }
+  // For the multi-stream AVX2 loop: this stream's registers, ids and bounds.
+  rans::CtxAvxStream avx(uint8_t* o) { return rans::CtxAvxStream{x_, wp_, we_, ent_, tb_.P, tid_, o}; }
+  void set_wp(const uint8_t* wp) { wp_ = wp; }
+  // Unchecked rounds over [i, n) of the piece (i a multiple of the lane count); returns where they stopped.
+  uint64_t rounds(uint8_t* o, uint64_t i) {
+    if (!ent_) return i;
+    const int P = tb_.P;
+    const uint64_t n = n_ - i;
+    uint64_t k = 0;
+    if (avx2_) k = rans::decode_ctx_rounds_avx2(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    else if (lanes_ == 8) k = rounds_packed<8>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    else if (lanes_ == 4) k = rounds_packed<4>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    else if (lanes_ == 2) k = rounds_packed<2>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    else if (lanes_ == 1) k = rounds_packed<1>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    return i + k;
+  }
+  // The checked loop takes the rest of the piece, and all of it for P > 12 (valid, never
+  // written by the encoder) and for streams of < 8 symbols with 3, 5, 6 or 7 lanes.
+  void rest(uint8_t* o, uint64_t i) {
+    const int P = tb_.P;
+    const uint32_t mask = (1u << P) - 1;
+    for (; i < n_; ++i) {
+      const int j = int((done_ + i) % uint64_t(lanes_));
+      const uint32_t slot = uint32_t(x_[j]) & mask;
+      const size_t t = tid_[i];
+      if (ent_) {
+        const uint32_t e = ent_[(t << P) + slot];
+        o[i] = uint8_t(e >> 24);
+        x_[j] = uint64_t((e & 0xFFF) + 1) * (x_[j] >> P) + ((e >> 12) & 0xFFF);
+      } else {
+        const uint8_t s = tb_.lut[(t << P) + slot];
+        const uint32_t inf = tb_.info[t * 256 + s];
+        o[i] = s;
+        x_[j] = (inf & 0xFFFF) * (x_[j] >> P) + slot - (inf >> 16);
+      }
+      if (x_[j] < kStateLow) {
+        if (we_ - wp_ < 4) throw Error("truncated payload (needs more words)");
+        x_[j] = (x_[j] << kWordBits) | load_le32(wp_);
+        wp_ += 4;
+      }
+    }
+    hasher_.update(o, n_);
+    done_ += n_;
+  }
+  void finish() const {
+    if (count_ == 0) return;
+    if (wp_ != we_) throw Error(std::to_string(we_ - wp_) + " unread payload bytes after decoding");
+    const uint64_t h = hasher_.finish();
+    for (int j = 0; j < lanes_; ++j)
+      if (x_[j] != kStateLow + rans::lane_tag(h, j))
+        throw Error("final state of lane " + std::to_string(j) +
+                    " does not match the integrity tag (corrupt stream or wrong count)");
+  }
+
+ private:
+  const Contexts& ctx_;
+  const CtxTables& tb_;
+  uint64_t count_ = 0, done_ = 0, n_ = 0;
+  int lanes_ = 1;
+  bool avx2_ = false;
+  uint64_t x_[rans::kLanes] = {};
+  const uint8_t* wp_ = nullptr;
+  const uint8_t* we_ = nullptr;
+  const uint32_t* ent_ = nullptr;
+  uint8_t tid_[kChunk];
+  rans::SymbolHasher hasher_;
+};
+
 // Decodes `count` symbols; throws Error on truncation, trailing bytes or a tag mismatch.
 template <typename Sink>
 void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ctx,
             const CtxTables& tb, int lanes, Sink& sink) {
-  if (count == 0) {
-    if (size) throw Error(std::to_string(size) + " bytes in a stream of 0 symbols");
-    return;
-  }
-  lanes = int(std::min<uint64_t>(uint64_t(lanes), count));
-  if (size < 8 * size_t(lanes))
-    throw Error("truncated: " + std::to_string(size) + " payload bytes, need " +
-                std::to_string(8 * lanes) + " for the initial states");
-  if ((size - 8 * size_t(lanes)) % 4) throw Error("payload word bytes are not a multiple of 4");
-  uint64_t x[rans::kLanes] = {};
-  for (int j = 0; j < lanes; ++j) {
-    x[j] = load_le32(data + 8 * j) | load_le32(data + 8 * j + 4) << 32;
-    if (x[j] < kStateLow || x[j] >= kStateHigh)
-      throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
-  }
-  const uint8_t* wp = data + 8 * size_t(lanes);
-  const uint8_t* we = data + size;
-  const int P = tb.P;
-  const uint32_t mask = (1u << P) - 1;
-  const uint8_t* lut = tb.lut.data();
-  const uint32_t* info = tb.info.data();
-  // The AVX2 round loop (rans_avx2.cpp) for 8 lanes, as rans_set_isa / GOLFPACK_RANS_ISA say.
-  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;
-  const uint32_t* ent = tb.entry.empty() ? nullptr : tb.entry.data();  // P <= 12
-  constexpr uint64_t kChunk = 4096;  // a multiple of every lane count
-  uint8_t tid[kChunk];
-  rans::SymbolHasher hasher;
-  for (uint64_t i0 = 0; i0 < count; i0 += kChunk) {
-    const uint64_t n = std::min(kChunk, count - i0);
-    ctx.fill(i0, n, tid);
+  CtxStream st(data, size, count, ctx, tb, lanes);
+  while (st.remaining()) {
+    const uint64_t i0 = st.done(), n = st.next_piece();
     uint8_t* o = sink.piece(i0, n);
-    uint64_t i = 0;
-    auto step = [&](int j, uint64_t k) {
-      const uint32_t slot = uint32_t(x[j]) & mask;
-      const size_t t = tid[k];
-      if (ent) {
-        const uint32_t e = ent[(t << P) + slot];
-        o[k] = uint8_t(e >> 24);
-        x[j] = uint64_t((e & 0xFFF) + 1) * (x[j] >> P) + ((e >> 12) & 0xFFF);
-        return;
-      }
-      const uint8_t s = lut[(t << P) + slot];
-      const uint32_t inf = info[t * 256 + s];
-      o[k] = s;
-      x[j] = (inf & 0xFFFF) * (x[j] >> P) + slot - (inf >> 16);
-    };
-    if (ent) {
-      if (lanes == 8 && avx2) i = rans::decode_ctx_rounds_avx2(ent, P, tid, o, n, x, wp, we);
-      else if (lanes == 8) i = rounds_packed<8>(ent, P, tid, o, n, x, wp, we);
-      else if (lanes == 4) i = rounds_packed<4>(ent, P, tid, o, n, x, wp, we);
-      else if (lanes == 2) i = rounds_packed<2>(ent, P, tid, o, n, x, wp, we);
-      else if (lanes == 1) i = rounds_packed<1>(ent, P, tid, o, n, x, wp, we);
-    }
-    // The checked loop takes the rest of the piece, and all of it for P > 12 (valid, never
-    // written by the encoder) and for streams of < 8 symbols with 3, 5, 6 or 7 lanes.
-    for (; i < n; ++i) {
-      const int j = int((i0 + i) % uint64_t(lanes));
-      step(j, i);
-      if (x[j] < kStateLow) {
-        if (we - wp < 4) throw Error("truncated payload (needs more words)");
-        x[j] = (x[j] << kWordBits) | load_le32(wp);
-        wp += 4;
-      }
-    }
-    hasher.update(o, n);
+    st.rest(o, st.rounds(o, 0));
     sink.done(i0, n, o);
   }
-  if (wp != we) throw Error(std::to_string(we - wp) + " unread payload bytes after decoding");
-  const uint64_t h = hasher.finish();
-  for (int j = 0; j < lanes; ++j)
-    if (x[j] != kStateLow + rans::lane_tag(h, j))
-      throw Error("final state of lane " + std::to_string(j) +
-                  " does not match the integrity tag (corrupt stream or wrong count)");
+  st.finish();
 }
 
 // Packs whole rows into PackedLinear's layout as they complete (pack_u_row, rans_rows.cpp), and
@@ -389,6 +434,15 @@ struct ToPackedRows {
     }
   }
 };
+
+// A decoded symbol always has a nonzero frequency in its table, so if no table gives a symbol
+// outside b bits a frequency, the per-symbol range check of ToPackedRows cannot fail.
+bool tables_allow_outside(const CtxTables& tb, int bits) {
+  const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
+  for (size_t k = 0; k < tb.freq.size(); ++k)
+    if (tb.freq[k] && (int(k % 256) < lo || int(k % 256) > hi)) return true;
+  return false;
+}
 
 }  // namespace rans_ctx
 
@@ -453,9 +507,160 @@ int check_lanes(int lanes) {
   return lanes;
 }
 
+// ------------------------------------------------------------------ several streams at once
+// rans_ctx_decode_rows: each worker keeps up to kInFlight streams decoding together, one piece
+// of each per step. One stream's round is a chain of dependent steps (table lookups,
+// multiplies, renormalization) that leaves the core mostly idle; the AVX2 loop over 2-4
+// streams fills it (decode_ctx_rounds_avx2_multi). Streams that cannot use it (fewer lanes,
+// P > 12, scalar ISA) decode their pieces alone in the same rotation.
+constexpr int kInFlight = 4;
+
+struct RowsJob {
+  std::unique_ptr<ByteView> in;
+  Model md;
+  uint64_t count = 0, cols = 0;
+  int bits = 0, lanes = 0;
+  int64_t stride = 0;
+  uint8_t* out = nullptr;
+  std::string error;
+};
+
+void rows_worker(std::vector<RowsJob>& jobs, std::atomic<size_t>& next) {
+  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;
+  struct Slot {
+    RowsJob* job = nullptr;
+    std::unique_ptr<rans_ctx::CtxStream> st;
+    std::unique_ptr<rans_ctx::ToPackedRows> sink;
+  };
+  Slot slots[kInFlight];
+  auto fail = [](Slot& s, const std::exception& e) {
+    s.job->error = e.what();
+    s.job = nullptr;
+  };
+  for (;;) {
+    for (Slot& s : slots) {
+      while (!s.job) {
+        const size_t k = next.fetch_add(1);
+        if (k >= jobs.size()) break;
+        RowsJob& j = jobs[k];
+        if (!j.error.empty()) continue;
+        s.job = &j;
+        try {
+          s.st.reset(new rans_ctx::CtxStream(j.in->data(), j.in->size(), j.count, j.md.ctx, j.md.tables, j.lanes));
+          s.sink.reset(new rans_ctx::ToPackedRows(j.cols, j.bits, j.out, j.stride, avx2));
+          s.sink->check_range = rans_ctx::tables_allow_outside(j.md.tables, j.bits);
+          if (!s.st->remaining()) {
+            s.st->finish();
+            s.job = nullptr;
+          }
+        } catch (const std::exception& e) {
+          fail(s, e);
+        }
+      }
+    }
+    Slot* act[kInFlight];
+    uint8_t* o[kInFlight];
+    uint64_t i0[kInFlight], n[kInFlight], from[kInFlight] = {};
+    int m = 0;
+    for (Slot& s : slots)
+      if (s.job) act[m++] = &s;
+    if (m == 0) return;
+    for (int i = 0; i < m; ++i) {
+      i0[i] = act[i]->st->done();
+      n[i] = act[i]->st->next_piece();
+      o[i] = act[i]->sink->piece(i0[i], n[i]);
+    }
+    int g[kInFlight], mg = 0;
+    uint64_t rounds = UINT64_MAX;
+    for (int i = 0; i < m; ++i)
+      if (act[i]->st->avx2()) {
+        g[mg++] = i;
+        rounds = std::min(rounds, n[i] / 8);
+      }
+    if (mg > 1 && rounds) {
+      rans::CtxAvxStream cs[kInFlight];
+      for (int t = 0; t < mg; ++t) cs[t] = act[g[t]]->st->avx(o[g[t]]);
+      const uint64_t got = rans::decode_ctx_rounds_avx2_multi(cs, mg, rounds);
+      for (int t = 0; t < mg; ++t) {
+        act[g[t]]->st->set_wp(cs[t].wp);
+        from[g[t]] = 8 * got;
+      }
+    }
+    for (int i = 0; i < m; ++i) {  // the rest of each piece alone (round loop, then checked steps)
+      Slot& s = *act[i];
+      try {
+        s.st->rest(o[i], s.st->rounds(o[i], from[i]));
+        s.sink->done(i0[i], n[i], o[i]);
+        if (!s.st->remaining()) {
+          s.st->finish();
+          s.job = nullptr;
+        }
+      } catch (const std::exception& e) {
+        fail(s, e);
+      }
+    }
+  }
+}
+
+py::list decode_rows_py(const py::sequence& specs, int threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+  std::vector<RowsJob> jobs(specs.size());
+  std::vector<py::object> arrays(jobs.size());
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
+    if (spec.size() != 11)
+      throw py::value_error("each job must be (data, count, cols, row_class, col_class, table_map, C, freqs, P, "
+                            "lanes, bits)");
+    RowsJob& j = jobs[k];
+    j.in.reset(new ByteView(spec[0], "rANS rc payload"));
+    j.count = py::cast<uint64_t>(spec[1]);
+    j.cols = py::cast<uint64_t>(spec[2]);
+    const int C = py::cast<int>(spec[6]), P = py::cast<int>(spec[8]);
+    j.lanes = check_lanes(py::cast<int>(spec[9]));
+    j.bits = py::cast<int>(spec[10]);
+    if (j.count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30");
+    if (j.bits < 2 || j.bits > 8) throw py::value_error("bits must be 2..8");
+    try {  // the model's own problems are this stream's error, like its payload's
+      j.md = make_model(j.count, j.cols, spec[3], spec[4], spec[5], C, spec[7], P);
+    } catch (const py::value_error& e) {
+      j.error = e.what();
+      arrays[k] = py::none();
+      continue;
+    }
+    j.stride = qlayout::packed_row_stride(int64_t(j.cols), j.bits);
+    py::array_t<uint8_t> a({py::ssize_t(j.count / j.cols), py::ssize_t(j.stride)});
+    j.out = a.mutable_data();
+    arrays[k] = a;
+  }
+  {
+    py::gil_scoped_release nogil;
+    std::atomic<size_t> next{0};
+    const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs.size(), 1)));
+    std::vector<std::thread> pool;
+    for (int t = 1; t < n; ++t) pool.emplace_back([&] { rows_worker(jobs, next); });
+    rows_worker(jobs, next);
+    for (auto& th : pool) th.join();
+  }
+  py::list results;
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    if (!jobs[k].error.empty())
+      results.append(py::str(jobs[k].error));
+    else
+      results.append(arrays[k]);
+  }
+  return results;
+}
+
 }  // namespace
 
 void register_rans_ctx(py::module_& m) {
+  m.def("rans_ctx_decode_rows", &decode_rows_py, py::arg("jobs"), py::arg("threads") = 1,
+        "rans_ctx_decode_rows(jobs: [(payload, count, cols, row_class, col_class, table_map, C, freqs, P,\n"
+        "lanes, bits)], threads: int = 1) -> list\n\n"
+        "rans_ctx_decode_packed for several streams: each result is the packed rows array, or a str\n"
+        "naming the problem of that stream (the others still decode). Streams are interleaved 4 at a\n"
+        "time per worker (AVX2) and shared among `threads` workers; the GIL is released while decoding.\n"
+        "Arguments of the wrong type or range (lanes, bits, count) raise before anything is decoded.");
   m.def("rans_ctx_tables", [](const py::object& codes, int T, int lo, int P) {
     auto c = flat_array<uint8_t>(codes, "codes");
     if (T < 1 || c.size() % T) throw py::value_error("rANS rc stream: codes is not T x W");
@@ -523,13 +728,7 @@ void register_rans_ctx(py::module_& m) {
     try {
       py::gil_scoped_release nogil;
       rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::resolved_isa() == rans::Isa::kAvx2);
-      // A decoded symbol always has a nonzero frequency in its table, so if every table's
-      // present symbols fit b bits the per-symbol range check cannot fail and is skipped.
-      const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
-      const std::vector<uint32_t>& fr = md.tables.freq;
-      sink.check_range = false;
-      for (size_t k = 0; k < fr.size() && !sink.check_range; ++k)
-        sink.check_range = fr[k] && (int(k % 256) < lo || int(k % 256) > hi);
+      sink.check_range = rans_ctx::tables_allow_outside(md.tables, bits);
       rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, sink);
     } catch (const rans::Error& e) {
       throw py::value_error(e.what());

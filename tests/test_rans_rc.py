@@ -970,3 +970,75 @@ def test_packed_decoder_range_check_only_where_a_table_allows_it():
                                   m.freqs(), m.P, m.lanes, 3)
     for b in (4, 5, 8):
         np.testing.assert_array_equal(_packed_or_error(data, u.size, b), _C.qpack_rows(q, b))
+
+
+# ----------------------------------------------------------------------------------------
+# 10. rans_ctx_decode_rows: several streams at once (interleaved per worker, shared among
+#     threads) give what rans_ctx_decode_packed gives each stream alone, errors included.
+# ----------------------------------------------------------------------------------------
+def _rows_job(data, count, bits):
+    m, payload = rans_rc.parse(data, count)
+    return (payload, count, m.cols, m.row_class, m.col_class, m.table_map, m.C, m.freqs(), m.P, m.lanes, bits)
+
+
+def _batch_streams():
+    """int4..int8 streams of different shapes, lane counts (8 for the interleaved loop, fewer
+    for small ones) and table counts, plus corrupt copies of two of them."""
+    rng = np.random.default_rng(14)
+    out = []
+    for k, (rows, cols, bits) in enumerate([(60, 200, 6), (33, 128, 5), (80, 160, 8), (7, 30, 4), (50, 256, 6),
+                                             (64, 96, 6), (1, 5, 3)]):
+        lim = 1 << (bits - 1)
+        s = np.clip(np.rint(rng.laplace(size=(rows, cols)) * np.geomspace(0.2, lim / 2, cols)), -lim, lim - 1)
+        u = (s.astype(np.int16) + 128).astype(np.uint8)
+        data = _eight_lane_stream(u) if k % 2 == 0 and u.size >= 64 else rans_rc.encode(u)
+        out.append((data, u, s.astype(np.int8), bits))
+    good = [d for d, *_ in out]
+    bad_tail = good[0][:-4]  # truncated: its last word is missing
+    flip = bytearray(good[4])
+    flip[len(flip) - 100] ^= 0x10  # a payload bit: a tag mismatch or a misread word
+    out.append((bad_tail, out[0][1], out[0][2], out[0][3]))
+    out.append((bytes(flip), out[4][1], out[4][2], out[4][3]))
+    return out
+
+
+@pytest.mark.parametrize("isa", ["scalar", "auto"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_decode_rows_matches_single_stream_decoder(isa, threads):
+    cases = _batch_streams()
+    jobs = [_rows_job(d, u.size, bits) for d, u, _, bits in cases]
+    res = _under_isa(isa, _C.rans_ctx_decode_rows, jobs, threads)
+    assert len(res) == len(cases)
+    for (d, u, s, bits), r, job in zip(cases, res, jobs):
+        try:
+            alone = _under_isa(isa, _C.rans_ctx_decode_packed, *job)
+        except ValueError as e:
+            assert isinstance(r, str) and r == str(e)  # the same words as the one-stream decoder
+            continue
+        assert not isinstance(r, str), r
+        np.testing.assert_array_equal(r, alone)
+        np.testing.assert_array_equal(r, _C.qpack_rows(s, bits))
+    errors = [r for r in res if isinstance(r, str)]
+    assert len(errors) == 2 and any("truncated" in e for e in errors)
+
+
+def test_decode_rows_arguments():
+    d, u, s, bits = _batch_streams()[1]
+    job = _rows_job(d, u.size, bits)
+    assert _C.rans_ctx_decode_rows([]) == []
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        _C.rans_ctx_decode_rows([job], 0)
+    with pytest.raises(ValueError, match="each job must be"):
+        _C.rans_ctx_decode_rows([job[:5]])
+    with pytest.raises(ValueError, match="bits must be 2..8"):
+        _C.rans_ctx_decode_rows([job[:10] + (9,)])
+    with pytest.raises(ValueError, match="lanes must be"):
+        _C.rans_ctx_decode_rows([job[:9] + (3, bits)])
+    # A model that does not fit the count is that stream's error; the others still decode.
+    wrong = (job[0], job[1] + job[2]) + job[2:]
+    r = _C.rans_ctx_decode_rows([wrong, job])
+    assert isinstance(r[0], str) and "class arrays do not match" in r[0]
+    np.testing.assert_array_equal(r[1], _C.qpack_rows(s, bits))
+    # Bits narrower than the symbols: the stream is rejected, as by the one-stream decoder.
+    r = _C.rans_ctx_decode_rows([job[:10] + (bits - 1,)])
+    assert isinstance(r[0], str) and f"outside the {bits - 1}-bit range" in r[0]
