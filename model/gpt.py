@@ -48,6 +48,7 @@ from golfpack.model.config import GPTConfig
 from golfpack.model.layers import (
     BigramHash,
     Block,
+    Embedding,
     Rotary,
     SmearGate,
     ValueEmbedding,
@@ -63,7 +64,7 @@ class GPT(nn.Module):
             raise GolfpackError(f"GPT needs a GPTConfig, got {type(config).__name__}")
         cfg = self.config = config
         V, D, L = cfg.vocab_size, cfg.model_dim, cfg.num_layers
-        self.tok_emb = nn.Embedding(V, D)
+        self.tok_emb = Embedding(V, D)
         self.bigram = (
             BigramHash(cfg.bigram_buckets, cfg.bigram_dim, D, cfg.bos_id if cfg.bigram_bos_bucket else None)
             if cfg.bigram_buckets else None
@@ -88,6 +89,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
+        if self.tok_emb.weight.is_meta:  # a loader's skeleton: no data to initialize (layers.Linear)
+            return
         if self.config.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.config.tied_embed_init_std)
         for m in self.modules():

@@ -483,3 +483,29 @@ def test_seed_architectures_build(name):
     assert 15e6 < model.num_params() < 45e6, model.num_params()
     assert infer_config(model.state_dict(), base=cfg) == cfg
     assert GPTConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_meta_skeleton_skips_default_init_and_real_devices_keep_it():
+    # Loaders build GPT on the meta device and assign stored weights: no init runs there
+    # (layers.Linear / layers.Embedding), while a CPU model still gets torch's default init,
+    # drawn from the same RNG stream as a plain nn.Linear.
+    from unittest import mock
+
+    from golfpack.model.layers import Linear
+
+    cfg = GPTConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2)
+    with mock.patch.object(nn.Linear, "reset_parameters", side_effect=AssertionError("init on meta")), \
+            mock.patch.object(nn.Embedding, "reset_parameters", side_effect=AssertionError("init on meta")), \
+            torch.device("meta"):
+        m = GPT(cfg)
+    assert all(p.is_meta for p in m.parameters())
+    torch.manual_seed(3)
+    a = Linear(16, 8)
+    torch.manual_seed(3)
+    b = nn.Linear(16, 8)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    torch.manual_seed(3)
+    cpu = GPT(cfg)
+    assert all(not p.is_meta for p in cpu.parameters())
+    assert cpu.tok_emb.weight.std() > 0 and any(float(w.abs().sum()) > 0 for n, w in cpu.named_parameters()
+                                                  if n.endswith("c_q.weight"))
