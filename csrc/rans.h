@@ -1,10 +1,12 @@
 // rans.h: static rANS over bytes, up to 8 interleaved states (format: csrc/RANS.md).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace golfpack {
@@ -199,6 +201,17 @@ struct CtxAvxStream {
   uint8_t* out;
 };
 uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rounds);
+
+// The batch decoders' thread pool (rans_decode_rows, rans_ctx_decode_rows): `worker` runs on
+// min(threads, jobs) threads, the caller's one included, and takes jobs from a shared counter.
+template <class Worker>
+void run_workers(int threads, size_t jobs, Worker&& worker) {
+  const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs, 1)));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+}
 
 }  // namespace rans
 }  // namespace golfpack

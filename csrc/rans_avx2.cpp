@@ -67,6 +67,27 @@ struct Consts {
   __m128i shift_p;
 };
 
+GP_TARGET_AVX2 inline Consts make_consts(int P) {
+  Consts c;
+  c.mask_p = _mm256_set1_epi64x((1ll << P) - 1);
+  c.low = _mm256_set1_epi64x(int64_t(kStateLow));
+  c.shift_p = _mm_cvtsi32_si128(P);
+  return c;
+}
+
+// The 8 symbols of a round: byte B of each 64-bit lane of the two groups' entries (bytes B and
+// B + 8 of each 128-bit half; B = 4 for v1 entries, 3 for rans_rc's). Group 0's lanes 0,1 | 2,3
+// go to output bytes 0,1 | 2,3, group 1's to bytes 4,5 | 6,7; the two halves are then ORed.
+template <int B>
+GP_TARGET_AVX2 inline __m128i round_symbols(__m256i e0, __m256i e1) {
+  const __m256i sel0 = _mm256_setr_epi8(B, B + 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, B, B + 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, B, B + 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        -1, -1, -1, -1, -1, -1, B, B + 8, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0, sel0), _mm256_shuffle_epi8(e1, sel1));
+  return _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
+}
+
 // One lane group (4 lanes) of one round, up to the renormalization. Returns the new states
 // before renormalization; `e` receives the looked-up entries (symbols in byte 4 of each lane).
 GP_TARGET_AVX2 inline __m256i step(__m256i x, const long long* entries, const Consts& c, __m256i& e) {
@@ -107,30 +128,18 @@ template <int V>  // lane groups: 1 (4 lanes) or 2 (8 lanes)
 GP_TARGET_AVX2 uint64_t rounds_avx2(int P, uint64_t* xs, const uint8_t*& wp_ref, const uint8_t* we,
                                     const uint64_t* table, uint8_t* out, uint64_t rounds) {
   const long long* entries = reinterpret_cast<const long long*>(table);
-  Consts c;
-  c.mask_p = _mm256_set1_epi64x((1ll << P) - 1);
-  c.low = _mm256_set1_epi64x(int64_t(kStateLow));
-  c.shift_p = _mm_cvtsi32_si128(P);
-  // Symbol bytes: byte 4 of each 64-bit lane (bytes 4 and 12 of each 128-bit half). Group 0's
-  // lanes 0,1 | 2,3 go to output bytes 0,1 | 2,3; group 1's to bytes 4,5 | 6,7. The two halves
-  // are then ORed together.
-  const __m256i sel0 = _mm256_setr_epi8(4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, -1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1);
+  const Consts c = make_consts(P);
   __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs));
   __m256i x1 = V == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + 4)) : x0;
   const uint8_t* wp = wp_ref;
   uint64_t r = 0;
   for (; r < rounds && we - wp >= 16 * V; ++r) {
-    __m256i e0, e1;
+    __m256i e0, e1 = _mm256_setzero_si256();  // with 4 lanes only bytes 0..3 are stored
     x0 = step(x0, entries, c, e0);
     if (V == 2) x1 = step(x1, entries, c, e1);
     x0 = renorm(x0, wp, c);
     if (V == 2) x1 = renorm(x1, wp, c);
-    __m256i sym = _mm256_shuffle_epi8(e0, sel0);
-    if (V == 2) sym = _mm256_or_si256(sym, _mm256_shuffle_epi8(e1, sel1));
-    const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
+    const __m128i s = round_symbols<4>(e0, e1);
     if (V == 2) {
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 8 * r), s);
     } else {
@@ -141,55 +150,6 @@ GP_TARGET_AVX2 uint64_t rounds_avx2(int P, uint64_t* xs, const uint8_t*& wp_ref,
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs), x0);
   if (V == 2) _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs + 4), x1);
   wp_ref = wp;
-  return r;
-}
-
-// S independent 8-lane streams in one loop. One stream's rounds form a dependency chain of
-// ~40 cycles (gather, multiplies, compare, movemask, permutation); a single stream leaves the
-// core mostly idle, so decoding several streams (tensors) together multiplies the throughput
-// of one core until it runs out of issue slots, without any change to the format.
-template <int S>
-GP_TARGET_AVX2 uint64_t rounds_multi(AvxStream* st, uint64_t rounds) {
-  Consts c[S];
-  __m256i x0[S], x1[S];
-  const uint8_t* wp[S];
-  const long long* entries[S];
-  for (int k = 0; k < S; ++k) {
-    c[k].mask_p = _mm256_set1_epi64x((1ll << st[k].P) - 1);
-    c[k].low = _mm256_set1_epi64x(int64_t(kStateLow));
-    c[k].shift_p = _mm_cvtsi32_si128(st[k].P);
-    x0[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x));
-    x1[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 4));
-    wp[k] = st[k].wp;
-    entries[k] = reinterpret_cast<const long long*>(st[k].entries);
-  }
-  const __m256i sel0 = _mm256_setr_epi8(4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, -1, -1, -1, -1, 4, 12, -1, -1, -1, -1, -1, -1, -1, -1);
-  uint64_t r = 0;
-  for (; r < rounds; ++r) {
-    bool room = true;
-    for (int k = 0; k < S; ++k) room &= st[k].we - wp[k] >= 32;
-    if (!room) break;
-    __m256i e0[S], e1[S];
-    for (int k = 0; k < S; ++k) {
-      x0[k] = step(x0[k], entries[k], c[k], e0[k]);
-      x1[k] = step(x1[k], entries[k], c[k], e1[k]);
-    }
-    for (int k = 0; k < S; ++k) {
-      x0[k] = renorm(x0[k], wp[k], c[k]);
-      x1[k] = renorm(x1[k], wp[k], c[k]);
-      const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0[k], sel0), _mm256_shuffle_epi8(e1[k], sel1));
-      const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(st[k].out + 8 * r), s);
-    }
-  }
-  for (int k = 0; k < S; ++k) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x), x0[k]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x + 4), x1[k]);
-    st[k].wp = wp[k];
-  }
   return r;
 }
 
@@ -216,23 +176,40 @@ GP_TARGET_AVX2 inline __m256i ctx_step(__m256i x, const uint32_t* ent, int P, co
   return _mm256_add_epi64(_mm256_add_epi64(lo, _mm256_slli_epi64(hi, 32)), bias);
 }
 
-template <int S>
-GP_TARGET_AVX2 uint64_t ctx_rounds_multi(CtxAvxStream* st, uint64_t rounds) {
+// S independent 8-lane streams in one loop. One stream's rounds form a dependency chain of
+// ~40 cycles (lookup, multiplies, compare, movemask, permutation); a single stream leaves the
+// core mostly idle, so decoding several streams (tensors) together multiplies the throughput
+// of one core until it runs out of issue slots, without any change to the format.
+//
+// v1 and rans_rc streams share the loop. They differ only in how a lane group's entries are
+// looked up (Lookup::group: step() on v1's one table, ctx_step() on rans_rc's table per
+// position) and in the entry byte holding the symbol (Lookup::kSymbolByte).
+struct V1Lookup {
+  static constexpr int kSymbolByte = 4;
+  static GP_TARGET_AVX2 inline __m256i group(const AvxStream& s, uint64_t, int, __m256i x, const Consts& c,
+                                             __m256i& e) {
+    return step(x, reinterpret_cast<const long long*>(s.entries), c, e);
+  }
+};
+struct CtxLookup {
+  static constexpr int kSymbolByte = 3;
+  static GP_TARGET_AVX2 inline __m256i group(const CtxAvxStream& s, uint64_t r, int g, __m256i x,
+                                             const Consts& c, __m256i& e) {
+    return ctx_step(x, s.ent, s.P, s.tid + 8 * r + 4 * g, c, e);
+  }
+};
+
+template <int S, class Lookup, class Stream>
+GP_TARGET_AVX2 uint64_t rounds_multi(Stream* st, uint64_t rounds) {
   Consts c[S];
   __m256i x0[S], x1[S];
   const uint8_t* wp[S];
   for (int k = 0; k < S; ++k) {
-    c[k].mask_p = _mm256_set1_epi64x((1ll << st[k].P) - 1);
-    c[k].low = _mm256_set1_epi64x(int64_t(kStateLow));
-    c[k].shift_p = _mm_cvtsi32_si128(st[k].P);
+    c[k] = make_consts(st[k].P);
     x0[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x));
     x1[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 4));
     wp[k] = st[k].wp;
   }
-  const __m256i sel0 = _mm256_setr_epi8(3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, -1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1);
   uint64_t r = 0;
   for (; r < rounds; ++r) {
     bool room = true;
@@ -240,15 +217,14 @@ GP_TARGET_AVX2 uint64_t ctx_rounds_multi(CtxAvxStream* st, uint64_t rounds) {
     if (!room) break;
     __m256i e0[S], e1[S];
     for (int k = 0; k < S; ++k) {
-      x0[k] = ctx_step(x0[k], st[k].ent, st[k].P, st[k].tid + 8 * r, c[k], e0[k]);
-      x1[k] = ctx_step(x1[k], st[k].ent, st[k].P, st[k].tid + 8 * r + 4, c[k], e1[k]);
+      x0[k] = Lookup::group(st[k], r, 0, x0[k], c[k], e0[k]);
+      x1[k] = Lookup::group(st[k], r, 1, x1[k], c[k], e1[k]);
     }
     for (int k = 0; k < S; ++k) {
       x0[k] = renorm(x0[k], wp[k], c[k]);
       x1[k] = renorm(x1[k], wp[k], c[k]);
-      const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0[k], sel0), _mm256_shuffle_epi8(e1[k], sel1));
-      const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(st[k].out + 8 * r), s);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(st[k].out + 8 * r),
+                       round_symbols<Lookup::kSymbolByte>(e0[k], e1[k]));
     }
   }
   for (int k = 0; k < S; ++k) {
@@ -257,6 +233,17 @@ GP_TARGET_AVX2 uint64_t ctx_rounds_multi(CtxAvxStream* st, uint64_t rounds) {
     st[k].wp = wp[k];
   }
   return r;
+}
+
+template <class Lookup, class Stream>
+uint64_t rounds_multi_n(Stream* streams, int n, uint64_t rounds) {
+  switch (n) {
+    case 1: return rounds_multi<1, Lookup>(streams, rounds);
+    case 2: return rounds_multi<2, Lookup>(streams, rounds);
+    case 3: return rounds_multi<3, Lookup>(streams, rounds);
+    case 4: return rounds_multi<4, Lookup>(streams, rounds);
+    default: return 0;
+  }
 }
 
 }  // namespace
@@ -268,55 +255,20 @@ uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, c
   return 0;  // other lane counts: the caller's scalar loops
 }
 
-GP_TARGET_AVX2 uint64_t decode_ctx_rounds_avx2(const uint32_t* ent, int P, const uint8_t* tid, uint8_t* out,
-                                              uint64_t n, uint64_t* xs, const uint8_t*& wp_ref, const uint8_t* we) {
-  Consts c;
-  c.mask_p = _mm256_set1_epi64x((1ll << P) - 1);
-  c.low = _mm256_set1_epi64x(int64_t(kStateLow));
-  c.shift_p = _mm_cvtsi32_si128(P);
-  // The symbol is byte 3 of each 64-bit lane (entry bits 24..31): bytes 3 and 11 of each half.
-  const __m256i sel0 = _mm256_setr_epi8(3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  const __m256i sel1 = _mm256_setr_epi8(-1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1, -1, -1, -1, -1, 3, 11, -1, -1, -1, -1, -1, -1, -1, -1);
-  __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs));
-  __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + 4));
-  const uint8_t* wp = wp_ref;
-  uint64_t i = 0;
-  for (; i + 8 <= n && we - wp >= 32; i += 8) {
-    __m256i e0, e1;
-    x0 = ctx_step(x0, ent, P, tid + i, c, e0);
-    x1 = ctx_step(x1, ent, P, tid + i + 4, c, e1);
-    x0 = renorm(x0, wp, c);
-    x1 = renorm(x1, wp, c);
-    const __m256i sym = _mm256_or_si256(_mm256_shuffle_epi8(e0, sel0), _mm256_shuffle_epi8(e1, sel1));
-    const __m128i s = _mm_or_si128(_mm256_castsi256_si128(sym), _mm256_extracti128_si256(sym, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), s);
-  }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs), x0);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs + 4), x1);
-  wp_ref = wp;
-  return i;
+uint64_t decode_ctx_rounds_avx2(const uint32_t* ent, int P, const uint8_t* tid, uint8_t* out, uint64_t n,
+                               uint64_t* xs, const uint8_t*& wp, const uint8_t* we) {
+  CtxAvxStream st{xs, wp, we, ent, P, tid, out};
+  const uint64_t r = rounds_multi<1, CtxLookup>(&st, n / 8);
+  wp = st.wp;
+  return 8 * r;
 }
 
 uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rounds) {
-  switch (n) {
-    case 1: return ctx_rounds_multi<1>(streams, rounds);
-    case 2: return ctx_rounds_multi<2>(streams, rounds);
-    case 3: return ctx_rounds_multi<3>(streams, rounds);
-    case 4: return ctx_rounds_multi<4>(streams, rounds);
-    default: return 0;
-  }
+  return rounds_multi_n<CtxLookup>(streams, n, rounds);
 }
 
 uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds) {
-  switch (n) {
-    case 1: return rounds_multi<1>(streams, rounds);
-    case 2: return rounds_multi<2>(streams, rounds);
-    case 3: return rounds_multi<3>(streams, rounds);
-    case 4: return rounds_multi<4>(streams, rounds);
-    default: return 0;
-  }
+  return rounds_multi_n<V1Lookup>(streams, n, rounds);
 }
 
 #else  // not x86: never called (cpu_has_avx2() is false), defined so the build links

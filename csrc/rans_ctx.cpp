@@ -38,7 +38,6 @@
 #include <memory>
 #include <numeric>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "byteview.h"
@@ -635,11 +634,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
   {
     py::gil_scoped_release nogil;
     std::atomic<size_t> next{0};
-    const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs.size(), 1)));
-    std::vector<std::thread> pool;
-    for (int t = 1; t < n; ++t) pool.emplace_back([&] { rows_worker(jobs, next); });
-    rows_worker(jobs, next);
-    for (auto& th : pool) th.join();
+    rans::run_workers(threads, jobs.size(), [&] { rows_worker(jobs, next); });
   }
   py::list results;
   for (size_t k = 0; k < jobs.size(); ++k) {

@@ -24,7 +24,6 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "bitpack.h"
@@ -254,11 +253,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
   {
     py::gil_scoped_release nogil;
     std::atomic<size_t> next{0};
-    const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs.size(), 1)));
-    std::vector<std::thread> pool;
-    for (int t = 1; t < n; ++t) pool.emplace_back([&] { worker(jobs, next); });
-    worker(jobs, next);
-    for (auto& th : pool) th.join();
+    rans::run_workers(threads, jobs.size(), [&] { worker(jobs, next); });
   }
   for (size_t k = 0; k < jobs.size(); ++k) {
     if (!jobs[k].error.empty())
