@@ -18,6 +18,13 @@ def rel(got, ref):
     return float((got.detach().double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
+def err_vs_scale(got, ref, scale):
+    """Largest error relative to the largest |x|.|w| sum: the bound float32 dot products obey."""
+    if ref.numel() == 0:
+        return 0.0
+    return float((got.detach().double() - ref).abs().max() / scale.max().clamp_min(1e-30))
+
+
 def make_layer(bits, N, K, seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
     return PackedLinear.from_dense(torch.randn(N, K, generator=g), bits, **kw)
@@ -124,13 +131,17 @@ def test_empty_batch_and_single_row():
        tiles=st.booleans(), seed=st.integers(0, 1000))
 def test_packed_linear_property(bits, M, N, K, tiles, seed):
     layer = set_path(make_layer(bits, N, K, seed=seed), "tiles" if tiles else "native")
-    x = torch.randn(M, K, requires_grad=True)
+    g = torch.Generator().manual_seed(seed + 1)  # inputs from the drawn seed: failures replay
+    x = torch.randn(M, K, generator=g).requires_grad_()
     y = layer(x)
-    ref = x.detach().double() @ layer.dequantize().double().t()
-    assert rel(y, ref) < 1e-5
-    gy = torch.randn(M, N)
+    w = layer.dequantize().double()
+    # Errors are measured against the size of the products summed (|x| @ |W|^T), not of the
+    # result: with a few terms the result can cancel to almost nothing, and float32 rounding
+    # relative to it then exceeded 1e-5 in about 1 of 3,600 tiny cases (N = 1, K = 2, int2).
+    assert err_vs_scale(y, x.detach().double() @ w.t(), x.detach().double().abs() @ w.abs().t()) < 1e-5
+    gy = torch.randn(M, N, generator=g)
     y.backward(gy)
-    assert rel(x.grad, gy.double() @ layer.dequantize().double()) < 1e-5
+    assert err_vs_scale(x.grad, gy.double() @ w, gy.double().abs() @ w.abs()) < 1e-5
 
 
 def test_bad_inputs():
