@@ -234,6 +234,8 @@ def _rc_packed_rows(entries: list[TensorEntry], threads: int) -> dict[str, np.nd
             jobs.append((payload, s.type.count, m.cols, m.row_class, m.col_class, m.table_map, m.C, m.freqs(), m.P,
                          m.lanes, s.type.bits))
             names.append(e.name)
+        except ValueError as err:  # m.freqs(): a table the integer rebuild rejects (RANS.md 6.2)
+            raise FormatError(f"tensor {e.name!r}: symbols stream: rans_rc stream: {err}") from None
         except FormatError as err:
             raise FormatError(f"tensor {e.name!r}: symbols stream: {err}") from None
     for name, r in zip(names, _C.rans_ctx_decode_rows(jobs, threads)):

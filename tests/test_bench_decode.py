@@ -191,3 +191,20 @@ def test_fused_rans_rc_equals_per_tensor_path(artifact, tmp_path):
     for fused in (True, False):
         with pytest.raises(FormatError, match=f"tensor .{name}.: symbols stream: rans_rc stream: rANS stream: truncated"):
             load_packed(bad, fused=fused)
+
+    # A table with no present symbol parses but fails the integer rebuild: still one FormatError
+    # naming the tensor, the same on both paths (not the native ValueError).
+    def empty_table(d):
+        from golfpack.codec import rans_rc
+
+        n = art.tensors[name].numel
+        m, payload = rans_rc.parse(d, n)
+        m.codes = m.codes.copy()
+        m.codes[0, :] = 255
+        return rans_rc.serialize(m, bytes(payload))
+
+    bad = rebuilt(p, tmp_path, 0, name, empty_table)
+    for fused in (True, False):
+        with pytest.raises(FormatError, match=f"tensor .{name}.: symbols stream: rans_rc stream: rANS stream: "
+                                              "table 0 has no present symbol"):
+            load_packed(bad, fused=fused)
