@@ -99,6 +99,27 @@ def _summary(runs: list[tuple[float, float, dict]]) -> dict:
     }
 
 
+def _best_thread_times(fns: dict, isas: list[str], reps: int) -> dict[str, float]:
+    """Best thread time of each fn under each rANS ISA over `reps` rounds (rans_set_isa switched
+    round by round, restored after): {f"{name}_{isa}": seconds}."""
+    from golfpack import _C
+
+    prev = _C.rans_set_isa("auto")
+    best: dict[str, float] = {}
+    try:
+        for _ in range(reps):
+            for isa in isas:
+                _C.rans_set_isa(isa)
+                for what, fn in fns.items():
+                    t = time.thread_time()
+                    fn()
+                    key = f"{what}_{isa}"
+                    best[key] = min(best.get(key, float("inf")), time.thread_time() - t)
+    finally:
+        _C.rans_set_isa(prev)
+    return best
+
+
 def _kernel(art, reps: int) -> dict:
     """Native rows decode and plain rans_decode on the artifact's symbol streams, per ISA."""
     from golfpack import _C
@@ -107,27 +128,14 @@ def _kernel(art, reps: int) -> dict:
     jobs = [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in entries]
     n = sum(r * c for _, r, c, _ in jobs)
     isas = ["avx2", "scalar"] if _C.rans_cpu_has_avx2() else ["scalar"]
-    prev = _C.rans_set_isa("auto")
-    best: dict[str, float] = {}
-    try:
-        for _ in range(reps):
-            for isa in isas:
-                _C.rans_set_isa(isa)
-                for what, fn in (("rows", lambda: _C.rans_decode_rows(jobs, 1)),
-                                 ("decode", lambda: [_C.rans_decode(d, r * c) for d, r, c, _ in jobs])):
-                    t = time.thread_time()
-                    fn()
-                    dt = time.thread_time() - t
-                    key = f"{what}_{isa}"
-                    best[key] = min(best.get(key, float("inf")), dt)
-    finally:
-        _C.rans_set_isa(prev)
     out = {"streams": len(jobs), "symbols": n}
     rc = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_rc"]
     if rc:
         out.update(_kernel_rc(rc, isas, reps))
-    if not jobs:  # no v1 rans streams: no v1 rows to report (and no 0/0 ratios)
+    if not jobs:  # no v1 rans streams: nothing to time (and no 0/0 ratios)
         return out
+    best = _best_thread_times({"rows": lambda: _C.rans_decode_rows(jobs, 1),
+                               "decode": lambda: [_C.rans_decode(d, r * c) for d, r, c, _ in jobs]}, isas, reps)
     out.update({f"{k}_MBps": round(n / v / 1e6, 1) for k, v in best.items() if v > 0})
     out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
     if "rows_avx2" in best:
@@ -140,24 +148,11 @@ def _kernel_rc(rc, isas, reps: int) -> dict:
     """rans_rc streams (codec/rans_rc.py) straight into packed rows, header parse included: all
     of them in one rans_ctx_decode_rows call (streams interleaved per core), and one stream per
     call (no interleaving), per ISA; best thread time of `reps`."""
-    from golfpack import _C
     from golfpack.codec.container import _rc_packed_rows
 
     n_rc = sum(e.numel for e in rc)
-    prev = _C.rans_set_isa("auto")
-    best: dict[str, float] = {}
-    try:
-        for _ in range(reps):
-            for isa in isas:
-                _C.rans_set_isa(isa)
-                for what, fn in (("rows", lambda: _rc_packed_rows(rc, 1)),
-                                 ("rows_one_by_one", lambda: [_rc_packed_rows([e], 1) for e in rc])):
-                    t = time.thread_time()
-                    fn()
-                    key = f"rans_rc_{what}_{isa}"
-                    best[key] = min(best.get(key, float("inf")), time.thread_time() - t)
-    finally:
-        _C.rans_set_isa(prev)
+    best = _best_thread_times({"rans_rc_rows": lambda: _rc_packed_rows(rc, 1),
+                               "rans_rc_rows_one_by_one": lambda: [_rc_packed_rows([e], 1) for e in rc]}, isas, reps)
     out = {"rans_rc_streams": len(rc), "rans_rc_symbols": n_rc}
     out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
     out.update({f"{k}_MBps": round(n_rc / v / 1e6, 1) for k, v in best.items() if v > 0})

@@ -391,6 +391,15 @@ void decode(const uint8_t* data, size_t size, uint64_t count, const Contexts& ct
   st.finish();
 }
 
+// A decoded symbol always has a nonzero frequency in its table, so if no table gives a symbol
+// outside b bits a frequency, the per-symbol range check of ToPackedRows cannot fail.
+bool tables_allow_outside(const CtxTables& tb, int bits) {
+  const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
+  for (size_t k = 0; k < tb.freq.size(); ++k)
+    if (tb.freq[k] && (int(k % 256) < lo || int(k % 256) > hi)) return true;
+  return false;
+}
+
 // Packs whole rows into PackedLinear's layout as they complete (pack_u_row, rans_rows.cpp), and
 // checks that every symbol fits b bits. A row may span pieces: its first part waits in `row`.
 struct ToPackedRows {
@@ -401,13 +410,14 @@ struct ToPackedRows {
   bool avx2;
   std::vector<uint8_t> buf, row;
   uint64_t filled = 0, next_row = 0;
-  ToPackedRows(uint64_t cols_, int bits_, uint8_t* dst_, int64_t stride_, bool avx2_)
-      : cols(cols_), bits(bits_), dst(dst_), stride(stride_), avx2(avx2_) {}
+  bool check_range;  // false when no table gives a symbol outside b bits a frequency
+  ToPackedRows(uint64_t cols_, int bits_, uint8_t* dst_, int64_t stride_, bool avx2_, const CtxTables& tb)
+      : cols(cols_), bits(bits_), dst(dst_), stride(stride_), avx2(avx2_),
+        check_range(tables_allow_outside(tb, bits_)) {}
   uint8_t* piece(uint64_t, uint64_t n) {
     buf.resize(n);
     return buf.data();
   }
-  bool check_range = true;  // false when no table gives a symbol outside b bits a frequency
   void done(uint64_t, uint64_t n, const uint8_t* p) {
     const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
     if (check_range)
@@ -433,15 +443,6 @@ struct ToPackedRows {
     }
   }
 };
-
-// A decoded symbol always has a nonzero frequency in its table, so if no table gives a symbol
-// outside b bits a frequency, the per-symbol range check of ToPackedRows cannot fail.
-bool tables_allow_outside(const CtxTables& tb, int bits) {
-  const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
-  for (size_t k = 0; k < tb.freq.size(); ++k)
-    if (tb.freq[k] && (int(k % 256) < lo || int(k % 256) > hi)) return true;
-  return false;
-}
 
 }  // namespace rans_ctx
 
@@ -546,8 +547,7 @@ void rows_worker(std::vector<RowsJob>& jobs, std::atomic<size_t>& next) {
         s.job = &j;
         try {
           s.st.reset(new rans_ctx::CtxStream(j.in->data(), j.in->size(), j.count, j.md.ctx, j.md.tables, j.lanes));
-          s.sink.reset(new rans_ctx::ToPackedRows(j.cols, j.bits, j.out, j.stride, avx2));
-          s.sink->check_range = rans_ctx::tables_allow_outside(j.md.tables, j.bits);
+          s.sink.reset(new rans_ctx::ToPackedRows(j.cols, j.bits, j.out, j.stride, avx2, j.md.tables));
           if (!s.st->remaining()) {
             s.st->finish();
             s.job = nullptr;
@@ -722,8 +722,8 @@ void register_rans_ctx(py::module_& m) {
     py::array_t<uint8_t> out({py::ssize_t(rows), py::ssize_t(stride)});
     try {
       py::gil_scoped_release nogil;
-      rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::resolved_isa() == rans::Isa::kAvx2);
-      sink.check_range = rans_ctx::tables_allow_outside(md.tables, bits);
+      rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::resolved_isa() == rans::Isa::kAvx2,
+                                  md.tables);
       rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, sink);
     } catch (const rans::Error& e) {
       throw py::value_error(e.what());
