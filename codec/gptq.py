@@ -169,6 +169,16 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     )
 
 
+@dataclass(frozen=True)
+class GPTQJob:
+    """One quantization of the same weight in a batched GPTQ call: a bit width and its fixed scales
+    ([N], or [N, G] with groups of `group` columns)."""
+
+    bits: int
+    scales: torch.Tensor
+    group: int | None = None
+
+
 def gptq_quantize(
     w,
     H,
@@ -180,6 +190,7 @@ def gptq_quantize(
     scales: torch.Tensor | None = None,
     rate=None,
     row_weight: torch.Tensor | None = None,
+    device=None,
 ) -> QuantResult:
     """GPTQ symbols of w [N, K] against the Hessian H [K, K], with scales fixed up front.
 
@@ -189,68 +200,136 @@ def gptq_quantize(
 
     Scales: clip_thresholds(w, bits, clip, group, col_weight=diag(H)) -> scales_from_clip,
     from the original w, unless `scales` gives them (the planner's clip grid: [N], or [N, G]
-    with groups; `clip` is then ignored). Neither w nor H is modified.
+    with groups; `clip` is then ignored). Neither w nor H is modified. device: where the column
+    loop runs (default CPU; results agree with the CPU's up to float64 rounding ties).
     """
-    q = qmax(bits)
+    qmax(bits)
     _check_group(group)
     _check_scale_dtype(scale_dtype)
     if not isinstance(cfg, GPTQConfig):
         raise GolfpackError(f"cfg must be a GPTQConfig (got {type(cfg).__name__})")
     w32 = _as_weight(w)
     n, k = w32.shape
-    h, dead, perm, U = _prepared(H, k, cfg)
-
+    h = _prepared(H, k, cfg)[0]
     # Scales first, from the untouched weights: GPTQ then only picks grid points.
     if scales is None:
         c = clip_thresholds(w32, bits, clip, group, col_weight=torch.diagonal(h).clone(), scale_dtype=scale_dtype)
         scales = scales_from_clip(c, bits, scale_dtype)
-    else:
-        _check_scales(scales, n, k, group)
-        scales = scales.clone()
-    if n == 0 or k == 0:
-        return QuantResult(torch.zeros(n, k, dtype=torch.int8), scales, bits, group)
-    s_cols = _expand_scales(scales, n, k, group)  # [N, K] float64: column j's scale, by original index
     if rate is not None:
         if group is not None:
             raise GolfpackError("rate-aware GPTQ takes per-row scales (group None)")
-        rw = torch.ones(n, dtype=torch.float64) if row_weight is None else row_weight.to(torch.float64).reshape(n)
-        cell_cols = None
-        if rate.cells is not None:
-            if tuple(rate.cells.shape) != (n, k):
-                raise GolfpackError(f"rate cells have shape {tuple(rate.cells.shape)}, the weight {(n, k)}")
-            cell_cols = rate.cells if perm is None else rate.cells[:, perm]
+        if rate.cells is not None and tuple(rate.cells.shape) != (n, k):
+            raise GolfpackError(f"rate cells have shape {tuple(rate.cells.shape)}, the weight {(n, k)}")
+    return gptq_quantize_batch(w32, H, [GPTQJob(bits, scales, group)], cfg, rate=rate, row_weight=row_weight,
+                               device=device)[0]
 
+
+# Rows (summed over a batch's jobs) of one pass of the column loop: bounds the float64 working set
+# (rows x K x 8 bytes, three copies) while keeping the per-column Python overhead amortized.
+BATCH_ROWS = 1 << 15
+
+
+def gptq_quantize_batch(w, H, jobs, cfg: GPTQConfig = GPTQConfig(), rate=None, row_weight=None,
+                        device=None) -> list[QuantResult]:
+    """GPTQ of the same w [N, K] and H for several (bits, scales, group) jobs at once.
+
+    Rows of a weight are independent under GPTQ (the error of row i only moves later columns of
+    row i), so the jobs are stacked as rows of one [sum N, K] problem and share one Cholesky factor
+    and one column loop: each job's symbols are what gptq_quantize gives it alone (up to float64
+    rounding ties of the batched matmuls). This is what makes the planner's many scale candidates
+    per tensor cheap (codec/candidates.py).
+    """
+    if not isinstance(cfg, GPTQConfig):
+        raise GolfpackError(f"cfg must be a GPTQConfig (got {type(cfg).__name__})")
+    w32 = _as_weight(w)
+    n, k = w32.shape
+    jobs = list(jobs)
+    for j in jobs:
+        if not isinstance(j, GPTQJob):
+            raise GolfpackError(f"jobs must be GPTQJob (got {type(j).__name__})")
+        qmax(j.bits)
+        _check_group(j.group)
+        _check_scales(j.scales, n, k, j.group)
+    if rate is not None and len(jobs) != 1:
+        raise GolfpackError("rate-aware GPTQ runs one job at a time")
+    h, dead, perm, U = _prepared(H, k, cfg)
+    if n == 0 or k == 0 or not jobs:
+        return [QuantResult(torch.zeros(n, k, dtype=torch.int8), j.scales.clone(), j.bits, j.group) for j in jobs]
+    dev = torch.device("cpu") if device is None else torch.device(device)
     W = w32.to(torch.float64)  # a fresh copy: the caller's w stays as it was
     if bool(dead.any()):
         W[:, dead] = 0  # a column no calibration input reaches: its weight never matters
     if perm is not None:
         W = W[:, perm]
-        s_cols = s_cols[:, perm]
-    W = W.contiguous()
-    s_cols = s_cols.contiguous()
+    out: list[QuantResult] = []
+    per_pass = max(1, BATCH_ROWS // max(n, 1))
+    Ud = U.to(dev)
+    for j0 in range(0, len(jobs), per_pass):
+        part = jobs[j0 : j0 + per_pass]
+        s_cols = torch.cat([_expand_scales(j.scales, n, k, j.group) for j in part])  # [R, K], original order
+        qm = torch.cat([torch.full((n, 1), float(qmax(j.bits)), dtype=torch.float64) for j in part])
+        if perm is not None:
+            s_cols = s_cols[:, perm]
+        Q = _column_loop(W.repeat(len(part), 1).to(dev), s_cols.contiguous().to(dev), qm.to(dev), Ud,
+                         cfg.block_size, rate, row_weight, perm, n)
+        if perm is not None:
+            Q = Q[:, torch.argsort(perm).to(Q.device)]
+        Q = Q.to("cpu", torch.int8)
+        for i, j in enumerate(part):
+            out.append(QuantResult(symbols=Q[i * n : (i + 1) * n].contiguous(), scales=j.scales.clone(), bits=j.bits,
+                                   group=j.group))
+    return out
 
-    Q = torch.zeros(n, k, dtype=torch.float64)
-    bs = cfg.block_size
+
+def _column_loop(W, s_cols, qm, U, bs: int, rate, row_weight, perm, n: int, native: bool | None = None) -> torch.Tensor:
+    """The blocked GPTQ loop (module docstring) over W [R, K] float64 in act-order column order,
+    in place; qm [R, 1] is each row's largest symbol. Returns the symbols [R, K] as float64.
+
+    On the CPU the in-block loop runs in golfpack._C.gptq_block_f64 (one row at a time in L1,
+    rows across threads), which does this function's arithmetic operation for operation; the
+    torch loop below is its reference (native=False) and the path for CUDA tensors and for
+    rate-aware rounding."""
+    r, k = W.shape
+    if native is None:
+        native = W.device.type == "cpu" and rate is None
+    if rate is not None:
+        rw = torch.ones(n, dtype=torch.float64) if row_weight is None else row_weight.to(torch.float64).reshape(n)
+        cell_cols = None
+        if rate.cells is not None:
+            cell_cols = rate.cells if perm is None else rate.cells[:, perm]
+        q_int = int(qm[0, 0])
+    if native:
+        from golfpack import _C
+
+        qm_rows = qm.reshape(r).contiguous().numpy()
+    qlo = -qm
+    Q = torch.zeros(r, k, dtype=torch.float64, device=W.device)
     for i1 in range(0, k, bs):
         i2 = min(i1 + bs, k)
-        W1 = W[:, i1:i2].clone()
-        E1 = torch.zeros(n, i2 - i1, dtype=torch.float64)
         U1 = U[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            wcol = W1[:, i]
-            s = s_cols[:, i1 + i]
-            if rate is None:
-                qcol = _round_clamp(wcol, s, q)
-            else:
-                qcol = round_rate_aware(wcol / s, rw * s.square() / U1[i, i].square(), rate, q,
-                                        None if cell_cols is None else cell_cols[:, i1 + i])
-            Q[:, i1 + i] = qcol
-            err = (wcol - qcol * s) / U1[i, i]
-            W1[:, i + 1 :] -= err.unsqueeze(1) * U1[i, i + 1 :].unsqueeze(0)
-            E1[:, i] = err
+        if native:
+            W1 = W[:, i1:i2].contiguous().numpy()
+            q1, e1 = _C.gptq_block_f64(W1, s_cols[:, i1:i2].contiguous().numpy(), qm_rows,
+                                       U1.contiguous().numpy(), torch.get_num_threads())
+            Q[:, i1:i2] = torch.from_numpy(q1)
+            E1 = torch.from_numpy(e1)
+        else:
+            W1 = W[:, i1:i2].clone()
+            E1 = torch.zeros(r, i2 - i1, dtype=torch.float64, device=W.device)
+            for i in range(i2 - i1):
+                wcol = W1[:, i]
+                s = s_cols[:, i1 + i]
+                if rate is None:
+                    # float64 division then round: the correctly rounded symbol (_round_clamp's reasoning)
+                    qcol = torch.round(wcol / s).unsqueeze(1).clamp_(qlo, qm).squeeze(1)
+                else:
+                    qcol = round_rate_aware(wcol / s, rw * s.square() / U1[i, i].square(), rate, q_int,
+                                            None if cell_cols is None else cell_cols[:, i1 + i])
+                Q[:, i1 + i] = qcol
+                err = (wcol - qcol * s) / U1[i, i]
+                if i + 1 < i2 - i1:
+                    W1[:, i + 1 :] -= torch.outer(err, U1[i, i + 1 :])
+                E1[:, i] = err
         if i2 < k:
-            W[:, i2:] -= E1 @ U[i1:i2, i2:]  # lazy batch update of all later columns
-
-    if perm is not None:
-        Q = Q[:, torch.argsort(perm)]
-    return QuantResult(symbols=Q.to(torch.int8), scales=scales, bits=bits, group=group)
+            W[:, i2:].addmm_(E1, U[i1:i2, i2:], alpha=-1.0)  # lazy batch update of all later columns
+    return Q

@@ -11,6 +11,7 @@ void register_rans_rows(py::module_& m);  // rans_rows.cpp (rANS straight into p
 void register_rans_ctx(py::module_& m);   // rans_ctx.cpp (per-cell tables: the rans_rc coder)
 void register_crc32(py::module_& m);      // crc32.cpp (zlib-compatible CRC-32, PCLMULQDQ)
 void register_qmatmul(py::module_& m);  // qmatmul.cpp (CPU dequant-matmul; CUDA launchers when built)
+void register_gptq(py::module_& m);     // gptq.cpp (GPTQ's in-block column loop)
 }  // namespace golfpack
 
 PYBIND11_MODULE(_C, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_C, m) {
   golfpack::register_rans_ctx(m);
   golfpack::register_crc32(m);
   golfpack::register_qmatmul(m);
+  golfpack::register_gptq(m);
 }
