@@ -17,6 +17,22 @@ Hessian-weighted MSE-optimal clip of its bit width times a multiplier >= 1:
 multipliers 2^(1/3) and 2^(2/3) give steps a third of a bit apart, so each
 tensor's rate can be set finely (a larger step spends fewer bits at the same
 nominal width, which is what SDClip's k does in the records).
+
+The second family, "ecsq:beta" x step, is entropy-coded scalar quantization: the
+step (in units of the tensor's std) sets the rate and the clip is wide (qmax
+steps), since an entropy coder makes the rarely used outer levels cheap. Rows get
+steps shaped by their importance I_i (the row's share of the K-FAC loss
+coefficients): step_i ~ (I_i / mean I)^(-beta / 2), geometric mean 1. beta = 1 is
+the high-rate rate-distortion optimum under the K-FAC model (equal marginal loss
+per bit on every row); beta = 0.5 hedges against the model's errors and measured
+best on the GPU-trained 9x512 (benchmarks/RESULTS.md, issue 18). The scales are
+ordinary per-row scales, so the format and the decoders do not change.
+
+So that GPTQ runs on few candidates, the RTN grid of both families is screened
+first with the diagonal of the K-FAC quadratic (TensorStats.predict_diag) and the
+order-0 entropy of the symbols; only the screen's lower hull is predicted exactly
+and handed to GPTQ, all of a tensor's GPTQ jobs in one batched column loop
+(codec.gptq.gptq_quantize_batch).
 """
 from __future__ import annotations
 
@@ -29,7 +45,7 @@ from golfpack.errors import GolfpackError
 
 @dataclass(frozen=True)
 class Choice:
-    method: str  # "rtn" | "gptq" | "keep" (source symbols / floats, exact) | "float" (store floats)
+    method: str  # "rtn" | "gptq" | "keep" (source symbols / floats, exact) | "float" (store floats) | "float16"
     bits: int = 0
     clip: str = ""  # codec.quant.ClipSpec as text
     clip_mult: float = 1.0
@@ -39,11 +55,14 @@ class Choice:
     rate_lam: float = 0.0  # rate-aware rounding's price of a bit, nats/token (0: plain rounding)
 
     def label(self) -> str:
-        if self.method in ("keep", "float"):
+        if self.method in ("keep", "float", "float16"):
             return self.method
-        s = f"{self.method} int{self.bits} {self.clip}"
-        if self.clip_mult != 1.0:
-            s += f"x{self.clip_mult:.3g}"
+        if is_ecsq(self.clip):
+            s = f"{self.method} int{self.bits} {self.clip} step {self.clip_mult:.3g}sd"
+        else:
+            s = f"{self.method} int{self.bits} {self.clip}"
+            if self.clip_mult != 1.0:
+                s += f"x{self.clip_mult:.3g}"
         if self.rate_lam:
             s += f" rate {self.rate_lam:.3g}"
         if self.rank:
@@ -91,6 +110,50 @@ def quant_bytes(q, lowrank=None) -> int:
     return n
 
 
+def h0_bytes(symbols: torch.Tensor) -> float:
+    """Order-0 entropy of int8 symbols in bytes (what a static rANS stream costs, before its table)."""
+    if symbols.numel() == 0:
+        return 0.0
+    c = torch.bincount(symbols.reshape(-1).to(torch.int64) + 128, minlength=256).to(torch.float64)
+    p = c[c > 0] / symbols.numel()
+    return float(-(p * torch.log2(p)).sum()) * symbols.numel() / 8
+
+
+ECSQ = "ecsq"
+
+
+def is_ecsq(clip: str) -> bool:
+    return clip.startswith(ECSQ + ":")
+
+
+def row_importance(stats, n: int, k: int) -> torch.Tensor | None:
+    """float64 [N]: each row's sum of the K-FAC diagonal loss coefficients (codec.rate.element_weights
+    at unit scale), None without statistics."""
+    if stats is None or (stats.H is None and stats.F_lookup is None):
+        return None
+    out = torch.zeros(n, dtype=torch.float64)
+    if stats.H is not None:
+        g = stats.G.reshape(n) if stats.G is not None else torch.ones(n, dtype=torch.float64)
+        out += 0.5 * stats.rows_per_token * g * float(torch.diagonal(stats.H).sum())
+    if stats.F_lookup is not None:
+        out += 0.5 * stats.F_lookup.reshape(n, k).sum(1)
+    return out
+
+
+def step_shape(importance: torch.Tensor | None, n: int, beta: float) -> torch.Tensor:
+    """float64 [N] row step multipliers (I_i / mean I)^(-beta / 2) with geometric mean 1 (ones without
+    statistics or at beta 0). Rows the calibration never reached (I = 0) are treated as 1e-4 of the
+    mean, so they get the coarsest steps without an infinite one."""
+    if importance is None or beta == 0 or n == 0:
+        return torch.ones(n, dtype=torch.float64)
+    mean = float(importance.mean())
+    if not mean > 0:
+        return torch.ones(n, dtype=torch.float64)
+    rel = (importance / mean).clamp_min(1e-4)
+    r = rel.pow(-beta / 2)
+    return r / torch.exp(torch.log(r).mean())
+
+
 def lower_hull(cands: list[Candidate]) -> list[Candidate]:
     """The candidates on the lower convex hull of (est_bytes, dloss), by increasing bytes
     (decreasing dloss). These are the only ones a Lagrangian trade-off ever picks."""
@@ -132,18 +195,65 @@ class TensorCandidates:
         d = w_hat.reshape(self.w.shape).to(torch.float32) - self.w
         if self.stats is None:
             return self.kappa * float(d.to(torch.float64).pow(2).sum()), 0.0
-        return self.stats.predict(d), self.stats.first_order(d)
+        return self.stats.predict_fast(d), self.stats.first_order(d)
 
     def _col_weight(self):
         return None if self.stats is None else self.stats.col_weight()
 
     def _scales(self, bits: int, clip: str, mult: float):
-        from golfpack.codec.quant import ClipSpec, clip_thresholds, scales_from_clip
+        from golfpack.codec.quant import ClipSpec, clip_thresholds, qmax, scales_from_clip
 
+        if is_ecsq(clip):  # step = mult * std(tensor) * the row shape; clip = qmax steps
+            beta = float(clip.split(":", 1)[1])
+            key = (ECSQ, beta)
+            if key not in self._clips:
+                n, k = self.w.shape
+                std = float(self.w.to(torch.float64).std(correction=0)) if self.w.numel() > 1 else 0.0
+                shape = step_shape(row_importance(self.stats, n, k), n, beta)
+                self._clips[key] = (std * shape).to(torch.float32)
+            return scales_from_clip(self._clips[key] * (mult * qmax(bits)), bits)
         key = (bits, clip)
         if key not in self._clips:
             self._clips[key] = clip_thresholds(self.w, bits, ClipSpec.parse(clip), None, self._col_weight())
         return scales_from_clip(self._clips[key] * mult, bits)
+
+    def screen(self, specs) -> list[tuple[tuple[int, str, float], float, float]]:
+        """(spec, diagonal-predicted dloss, estimated bytes) of RTN at each (bits, clip, mult) spec:
+        the cheap first pass of candidate generation (module docstring). Symbols are those of
+        codec.quant.quantize_with_scales (float64 quotient, half-to-even rounding)."""
+        from golfpack.codec.quant import qmax
+
+        n = self.w.shape[0]
+        w64 = self.w.to(torch.float64)
+        coef = None  # [N, K] float64 diagonal loss coefficients (TensorStats.predict_diag)
+        if self.stats is not None:
+            coef = torch.zeros_like(w64)
+            if self.stats.H is not None:
+                g = self.stats.G if self.stats.G is not None else torch.ones(n, dtype=torch.float64)
+                coef += (0.5 * self.stats.rows_per_token) * g.reshape(n, 1) * torch.diagonal(self.stats.H).reshape(1, -1)
+            if self.stats.F_lookup is not None:
+                coef += 0.5 * self.stats.F_lookup.reshape(coef.shape)
+        out = []
+        for spec in specs:
+            bits, clip, mult = spec
+            scales = self._scales(bits, clip, mult)
+            s = scales.to(torch.float64).reshape(n, 1)
+            sym = torch.round(w64 / s).clamp_(-qmax(bits), qmax(bits))
+            d2 = (sym * s).sub_(w64).square_()
+            dl = self.kappa * float(d2.sum()) if coef is None else float((d2 * coef).sum())
+            out.append((spec, dl, h0_bytes(sym.to(torch.int8)) + 2 * scales.numel()))
+        return out
+
+    def add_gptq_many(self, specs, device=None) -> list[Candidate]:
+        """GPTQ candidates at several (bits, clip, mult) specs, in one batched column loop."""
+        from golfpack.codec.gptq import GPTQConfig, GPTQJob, gptq_quantize_batch
+
+        if self.stats is None or self.stats.H is None:
+            raise GolfpackError(f"{self.name}: GPTQ needs calibration statistics (an input Hessian)")
+        specs = list(specs)
+        jobs = [GPTQJob(b, self._scales(b, clip, m)) for b, clip, m in specs]
+        qs = gptq_quantize_batch(self.w, self.stats.H, jobs, self.gptq_cfg or GPTQConfig(), device=device)
+        return [self._finish(Choice("gptq", b, clip, float(m)), q) for (b, clip, m), q in zip(specs, qs)]
 
     def _finish(self, choice: Choice, q, lowrank=None) -> Candidate:
         w_hat = q.dequantize()

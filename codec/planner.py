@@ -20,6 +20,7 @@ exact, before the search; the planner chooses everything they leave open.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +52,21 @@ class PlannerConfig:
     # predicted loss at equal bytes but the measured bpb only at one of two budgets
     # (benchmarks/RESULTS.md), and it runs GPTQ once more per hull candidate and multiplier.
     rate_mults: tuple[float, ...] = ()
+    # The entropy-coded family (codec.candidates module doc): row-shape exponents and steps in units
+    # of the tensor's std, a quarter bit apart. Empty ecsq_betas: the mse family alone.
+    ecsq_betas: tuple[float, ...] = (0.5,)
+    ecsq_steps: tuple[float, ...] = tuple(2 ** (i / 4) for i in range(-14, 3))
+    ecsq_min_clip: float = 4.0  # an ecsq candidate's clip (qmax steps) spans at least this many stds
+    ecsq_widths: int = 2  # bit widths tried per step: the narrowest reaching ecsq_min_clip and the next ones
+    # LQER and pruning variants are tried on hull candidates of at most this many bits per weight:
+    # they pay at low rates (the 7x384's near-idle late blocks), never at ~3.5 bits (RESULTS.md).
+    variants_max_bpw: float = 2.5
+    screen: bool = True  # RTN grid screened by the diagonal prediction before exact prediction and GPTQ
+    measured_bytes: bool = True  # scale each tensor's byte estimates by its last measured encode (plan())
+    # float32 tensors the planner stores as floats (control vectors) may be stored as float16 where
+    # the calibration's diagonal Fisher says the rounding is worth its bytes
+    float16_floats: bool = True
+    device: str | None = None  # where GPTQ's column loop runs (None: CPU)
     min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
     tolerance: float = 0.005
     max_iters: int = 10
@@ -87,21 +103,28 @@ class PlanResult:
 # ----------------------------------------------------------------------------- solving
 
 
-def solve(items: list[Item], target: int) -> list[Candidate]:
-    """One candidate per item minimizing sum(dloss) with sum(est_bytes) <= target (see module doc).
+def solve(items: list[Item], target: int, scale: list[float] | None = None) -> list[Candidate]:
+    """One candidate per item minimizing sum(dloss) with sum(bytes) <= target (see module doc), where
+    a candidate's bytes are its est_bytes times its item's entry of `scale` (1 when None): the
+    planner loop's measured correction of each tensor's estimates.
 
     Raises GolfpackError when even the smallest candidates do not fit."""
+    sc = [1.0] * len(items) if scale is None else scale
+
+    def nb(i: int, c: Candidate) -> float:
+        return c.est_bytes * sc[i]
+
     sel_idx = [0] * len(items)
     hulls = [it.hull for it in items]
-    used = sum(h[0].est_bytes for h in hulls)
+    used = sum(nb(i, h[0]) for i, h in enumerate(hulls))
     if used > target:
-        raise GolfpackError(f"the smallest configuration needs about {used:,} bytes, over the {target:,} available")
+        raise GolfpackError(f"the smallest configuration needs about {math.ceil(used):,} bytes, over the {target:,} available")
     heap = []
 
     def push(i):
         h, j = hulls[i], sel_idx[i]
         if j + 1 < len(h):
-            db = h[j + 1].est_bytes - h[j].est_bytes
+            db = nb(i, h[j + 1]) - nb(i, h[j])
             dd = h[j].dloss - h[j + 1].dloss
             heapq.heappush(heap, (-(dd / max(db, 1)), i, j))
 
@@ -112,7 +135,7 @@ def solve(items: list[Item], target: int) -> list[Candidate]:
         if sel_idx[i] != j:
             continue
         h = hulls[i]
-        db = h[j + 1].est_bytes - h[j].est_bytes
+        db = nb(i, h[j + 1]) - nb(i, h[j])
         if used + db <= target:
             sel_idx[i] = j + 1
             used += db
@@ -129,7 +152,7 @@ def solve(items: list[Item], target: int) -> list[Candidate]:
         for i, it in enumerate(items):
             cur = chosen[i]
             for c in it.cands:
-                db = c.est_bytes - cur.est_bytes
+                db = nb(i, c) - nb(i, cur)
                 gain = cur.dloss - c.dloss
                 if gain > 0 and db <= slack and (best is None or gain > best[0]):
                     best = (gain, i, c, db)
@@ -172,18 +195,54 @@ def _source_tensor(ck, name: str) -> torch.Tensor:
 
 
 def _kappa(gens: list[TensorCandidates]) -> float:
-    """dloss per unit squared error for tensors without statistics: the median of the tensors
-    that have them, at their 4-bit RTN candidate (1.0 without any calibration)."""
+    """dloss per unit squared error for tensors without statistics: the median over the tensors
+    that have them of predicted dloss / squared error at 4-bit RTN with the base mse clip (1.0
+    without any calibration)."""
+    from golfpack.codec.quant import ClipSpec, quantize_rtn
+
     ratios = []
     for g in gens:
-        if g.stats is None:
+        if g.stats is None or g.w.numel() == 0:
             continue
-        for c in g.cands:
-            if c.choice.method == "rtn" and c.choice.bits == 4 and c.choice.clip_mult == 1.0:
-                sse = float((c.q.dequantize() - g.w).to(torch.float64).pow(2).sum())
-                if sse > 0 and c.dloss > 0:
-                    ratios.append(c.dloss / sse)
+        q = quantize_rtn(g.w, 4, ClipSpec("mse"), None, g._col_weight())
+        d = q.dequantize() - g.w
+        sse = float(d.to(torch.float64).pow(2).sum())
+        dl = g.stats.predict_diag(d)
+        if sse > 0 and dl > 0:
+            ratios.append(dl / sse)
     return float(np.median(ratios)) if ratios else 1.0
+
+
+def _float16_candidate(ck, name: str, w: torch.Tensor, calib, cfg: PlannerConfig) -> Candidate | None:
+    """A float32/float64 source tensor stored as float16 (decoded back to its dtype), priced by the
+    calibration's diagonal Fisher of that tensor (codec.calib.collect); None where there is no
+    such statistic, the values do not fit float16, or cfg.float16_floats is off."""
+    if not cfg.float16_floats or calib is None or name in ck.quantized or w.dtype not in (torch.float32, torch.float64):
+        return None
+    st = calib.float_stats.get(name)
+    if st is None or st.F_diag is None or tuple(st.F_diag.shape) != tuple(w.shape):
+        return None
+    h = w.to(torch.float16)
+    if not bool(torch.isfinite(h).all()):
+        return None
+    d = h.to(w.dtype) - w
+    return Candidate(Choice("float16"), st.predict(d), st.first_order(d), 2 * w.numel())
+
+
+def _grid_specs(g: TensorCandidates, rule, cfg: PlannerConfig) -> list[tuple[int, str, float]]:
+    """The (bits, clip, mult) RTN grid of one tensor: cfg's mse family and ecsq family, or what a
+    user rule pins (its bits, and its clip if it gives one)."""
+    from golfpack.codec.quant import qmax
+
+    bits = (rule.bits,) if rule is not None and rule.bits else cfg.bits
+    if rule is not None and rule.clip is not None:
+        return [(b, str(rule.clip), 1.0) for b in bits]
+    specs = [(b, cfg.clip, float(m)) for b in bits for m in cfg.clip_mults]
+    for beta in cfg.ecsq_betas:
+        for step in cfg.ecsq_steps:
+            ok = [b for b in sorted(bits) if qmax(b) * step >= cfg.ecsq_min_clip]
+            specs += [(b, f"ecsq:{beta:g}", float(step)) for b in ok[: cfg.ecsq_widths]]
+    return specs
 
 
 def _hull_slopes(hull: list[Candidate]):
@@ -222,35 +281,42 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
             else:
                 ch, nb = Choice("keep"), _keep_bytes(ck, name)
             c = Candidate(ch, 0.0, 0.0, nb)
-            items.append(Item(name, tuple(w.shape), dtype, [c], [c], fixed=True))
+            half = _float16_candidate(ck, name, w, calib, cfg) if rule is None else None
+            if half is not None:
+                cands = [c, half]
+                items.append(Item(name, tuple(w.shape), dtype, cands, lower_hull(cands)))
+            else:
+                items.append(Item(name, tuple(w.shape), dtype, [c], [c], fixed=True))
             continue
         stats = None if calib is None else calib.stats.get(name)
         g = TensorCandidates(name, w, stats, gptq_cfg=cfg.gptq_config())
         items.append(Item(name, tuple(w.shape), dtype, []))
         gens.append((len(items) - 1, g, rule))
     total = len(gens)
-    # Stage 1: RTN over the grid.
-    for k, (i, g, rule) in enumerate(gens):
-        bits = (rule.bits,) if rule is not None and rule.bits else cfg.bits
-        clips = (str(rule.clip),) if rule is not None and rule.clip is not None else (cfg.clip,)
-        mults = (1.0,) if rule is not None and rule.clip is not None else cfg.clip_mults
-        for b in bits:
-            for clip in clips:
-                for m in mults:
-                    g.add_quantized("rtn", b, clip, m)
-        if progress:
-            progress("rtn", k + 1, total)
     kappa = _kappa([g for _, g, _ in gens])
     for _, g, _ in gens:
-        if g.stats is None:  # their stage-1 dloss is the squared error itself (kappa 1): rescale
+        if g.stats is None:
             g.kappa = kappa
-            for c in g.cands:
-                c.dloss *= kappa
-    # Stage 2: GPTQ on the RTN hull.
+    # Stage 1: the RTN grid, screened (diagonal prediction, order-0 bytes); its lower hull is
+    # predicted exactly and kept as RTN candidates.
+    survivors: dict[int, list] = {}
+    for k, (i, g, rule) in enumerate(gens):
+        specs = _grid_specs(g, rule, cfg)
+        if cfg.screen and len(specs) > 1:
+            pts = g.screen(specs)
+            hull = lower_hull([Candidate(Choice("rtn", b, c, m), dl, 0.0, int(nb)) for (b, c, m), dl, nb in pts])
+            specs = [(c.choice.bits, c.choice.clip, c.choice.clip_mult) for c in hull]
+        for b, c, m in specs:
+            g.add_quantized("rtn", b, c, m)
+        survivors[i] = specs
+        if progress:
+            progress("rtn", k + 1, total)
+    # Stage 2: GPTQ on every surviving spec, one batched call per tensor.
     for k, (i, g, rule) in enumerate(gens):
         if cfg.method == "gptq" and g.stats is not None and g.stats.H is not None:
-            for c in list(lower_hull(g.cands)):
-                g.add_quantized("gptq", c.choice.bits, c.choice.clip, c.choice.clip_mult)
+            specs = survivors[i] if cfg.screen else [(c.choice.bits, c.choice.clip, c.choice.clip_mult)
+                                                     for c in lower_hull(g.cands)]
+            g.add_gptq_many(specs, device=cfg.device)
             if rule is not None and rule.bits:  # a pinned recipe uses the method asked for
                 g.cands = [c for c in g.cands if c.choice.method == "gptq"]
         if progress:
@@ -268,12 +334,13 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
     # Stage 3: LQER and pruning variants of the hull.
     for k, (i, g, rule) in enumerate(gens):
         hull = lower_hull(g.cands)
+        cheap = [c for c in hull if c.q is not None and 8 * c.est_bytes <= cfg.variants_max_bpw * g.w.numel()]
         if cfg.lqer_ranks and g.w.numel() >= cfg.lqer_min_numel and len(g.shape) == 2:
-            for c in hull:
-                if c.q is not None and c.choice.bits <= cfg.lqer_max_bits:
+            for c in cheap:
+                if c.choice.bits <= cfg.lqer_max_bits:
                     g.add_lqer(c, cfg.lqer_ranks, cfg.lqer_bits)
         for c in lower_hull(g.cands):
-            if c.q is None:
+            if c.q is None or 8 * c.est_bytes > cfg.variants_max_bpw * g.w.numel():
                 continue
             pm1 = float((c.q.symbols.abs() == 1).sum()) / max(1, c.q.symbols.numel())
             for rel in cfg.prune_rel:
@@ -297,9 +364,9 @@ def _tensor_plan(ck, item: Item, cand: Candidate):
     ch = cand.choice
     if ch.method == "keep":
         return lossless_tensor(ck, item.name), {}
-    if ch.method == "float":
+    if ch.method in ("float", "float16"):
         t = _source_tensor(ck, item.name)
-        st_kind, vals = _float_values(t)
+        st_kind, vals = _float_values(t.to(torch.float16) if ch.method == "float16" else t)
         return (item.name, item.shape, item.dtype, {"kind": "float"},
                 {"data": (StreamType(st_kind, vals.size), vals)}), {"choice": ch.to_json()}
     q = cand.q
@@ -343,6 +410,10 @@ class _Encoder:
         tensors = [self.cache[(i, id(c))] for i, c in enumerate(chosen)]
         return build_artifact(tensors, config=self.config, source=self.source)
 
+    def stream_bytes(self, i: int, c: Candidate) -> int:
+        """Bytes of the streams the container stores for item i's candidate c (after encode())."""
+        return sum(len(es.data) for es in self.cache[(i, id(c))].streams.values())
+
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -384,27 +455,60 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     target = avail
     best = None  # (total, data, chosen)
     history = []
-    min_est = sum(it.hull[0].est_bytes for it in items)
-    max_est = sum(min(it.cands, key=lambda c: (c.dloss, c.est_bytes)).est_bytes for it in items)
+    # Each tensor's estimates are corrected by what its chosen candidate really cost in the last
+    # encode (the coder that wins, rans_rc above all, often beats the order-0 estimate, by up to
+    # 12% on a trained token table), so later solves spend the bytes where they really are.
+    scale = [1.0] * len(items)
+    best_of = [min(it.cands, key=lambda c: (c.dloss, c.est_bytes)) for it in items]
+    max_est = sum(c.est_bytes for c in best_of)
+    # Aim a quarter of the window below the budget: once the estimates are corrected by measurement
+    # a plan lands within ~0.1% of its target, so aiming at the window's middle would leave bytes unused.
+    aim = budget * (1 - cfg.tolerance / 4)
+    fitting = []  # (in the window, predicted dloss, total, data, chosen) of every plan that fits
+    seen: set = set()
     for it_no in range(cfg.max_iters):
-        chosen = solve(items, max(target, min_est))
+        min_est = math.ceil(sum(it.hull[0].est_bytes * sc for it, sc in zip(items, scale)))
+        chosen = solve(items, max(target, min_est), scale)
         data = enc.encode(chosen)
         total = len(data) + code_bytes
         est = sum(c.est_bytes for c in chosen)
+        pred = sum(c.dloss for c in chosen)
         history.append({"target": int(target), "est_bytes": int(est), "total_bytes": total})
         if log:
             log(f"iteration {it_no + 1}: target {target:,} -> estimated {est:,}, measured total {total:,}")
-        if total <= budget and (best is None or total > best[0]):
-            best = (total, data, chosen)
-        if lo_ok <= total <= budget:
+        in_window = lo_ok <= total <= budget
+        if total <= budget:
+            fitting.append((in_window, pred, total, data, chosen))
+        key = tuple(id(c) for c in chosen)
+        repeated = key in seen  # the loop came back to a plan it already measured: it will cycle
+        seen.add(key)
+        changed = False
+        real = [enc.stream_bytes(i, c) for i, c in enumerate(chosen)]
+        if cfg.measured_bytes:
+            for i, c in enumerate(chosen):
+                if c.est_bytes > 0 and real[i] > 0:
+                    new = real[i] / c.est_bytes
+                    changed |= abs(new / scale[i] - 1) > 0.002
+                    scale[i] = new
+        if in_window and (not changed or repeated):
             break
-        if total <= budget and est >= max_est:
+        if repeated and any(f[0] for f in fitting):
+            break
+        if total <= budget and est >= max_est and not changed:
             break  # every tensor already has its best candidate: the budget is more than needed
-        if total > budget and target <= min_est:
+        if total > budget and target <= min_est and not changed:
             break
-        # move the target by the miss, aiming inside the window
-        aim = budget * (1 - cfg.tolerance / 2)
-        target = int(target + (aim - total))
+        if cfg.measured_bytes:
+            # the scaled estimates of this plan now add up to its streams' real bytes, so the next
+            # target is the aim minus what is not streams (manifest, header, code)
+            target = int(aim - (total - sum(real)))
+        else:  # move the target by the miss, aiming inside the window
+            target = int(target + (aim - total))
+    if fitting:
+        # the most accurate plan in the window; else the fullest plan that fits
+        win = [f for f in fitting if f[0]]
+        pick = min(win, key=lambda f: f[1]) if win else max(fitting, key=lambda f: f[2])
+        best = (pick[2], pick[3], pick[4])
     if best is None:
         raise GolfpackError(
             f"cannot fit the budget of {budget:,} bytes: the smallest plan measured {history[-1]['total_bytes']:,} "

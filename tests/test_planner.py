@@ -159,13 +159,19 @@ def test_the_artifact_decodes_to_what_the_planner_scored(setup):
     assert list(art.tensors) == ck.order and art.config == ck.config
     rows = {r["name"]: r for r in res.report["tensors"]}
     assert sum(r["bytes"] for r in rows.values()) + art.header_bytes == len(res.artifact)
-    n_quant = 0
+    n_quant = n_half = 0
     for name, e in art.tensors.items():
         row = rows[name]
         assert row["bytes"] == e.nbytes
         if row["choice"]["method"] == "keep":  # the fixed control tensors, or a tensor kept exact
             assert e.kind == "float" and torch.equal(e.dequantize(), sd[name]) and not e.meta
             assert row["dloss"] == 0.0
+            continue
+        if row["choice"]["method"] == "float16":  # a control tensor rounded to float16, decoded as float32
+            half = sd[name].to(torch.float16).to(sd[name].dtype)
+            assert e.kind == "float" and e.dequantize().dtype == sd[name].dtype and torch.equal(e.dequantize(), half)
+            assert cal.float_stats[name].predict(half - sd[name]) == pytest.approx(row["dloss"], rel=1e-9)
+            n_half += 1
             continue
         n_quant += 1
         assert e.kind == "int_rowscale" and e.bits == row["choice"]["bits"] and e.rank == row["choice"].get("rank", 0)
