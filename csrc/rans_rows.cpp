@@ -42,7 +42,7 @@ namespace {
 
 constexpr int kSymbolOffset = 128;   // u = s + 128 (coders.RANS_SYMBOL_OFFSET)
 constexpr uint64_t kPiece = 16384;   // symbols per decode step: buffer + table stay in L1/L2
-constexpr int kInFlight = 4;         // jobs interleaved per worker (Decoder::run_group)
+constexpr int kInFlight = rans::kMaxInterleave;  // jobs interleaved per worker (Decoder::run_group)
 
 struct Job {
   std::unique_ptr<ByteView> in;
@@ -151,7 +151,7 @@ void finish(Slot& s) {
 
 // One worker: keeps up to kInFlight jobs decoding together until the shared list is empty.
 void worker(std::vector<Job>& jobs, std::atomic<size_t>& next) {
-  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;  // same switch as the decoder
+  const bool avx2 = rans::uses_avx2(rans::resolved_isa());  // same switch as the decoder
   Slot slots[kInFlight];
   for (;;) {
     for (Slot& s : slots) {
