@@ -65,8 +65,9 @@ GP_TARGET_AVX512 inline __m512i renorm(__m512i x, const uint8_t*& wp, const Cons
 struct V1Lookup {  // one table of 64-bit entries: freq | sym << 32 | (slot - cum) << 48
   static GP_TARGET_AVX512 inline __m512i step(const AvxStream& s, uint64_t, __m512i x, const Consts& c,
                                               __m128i& sym) {
-    // A gather here (on the Xeon this was measured on, 8 scalar loads through memory, the AVX2
-    // loop's way, decoded ~0.7x as fast in the same run: benchmarks/RESULTS.md, issue 19).
+    // A gather here: on the Xeon this was written on, 8 scalar loads through memory (the AVX2
+    // loop's way) made this loop slower than the AVX2 one (609 vs 651 MB/s in one run), the
+    // gather faster (913 vs 819 MB/s in another; benchmarks/RESULTS.md, issue 19).
     const __m512i e = _mm512_i64gather_epi64(_mm512_and_si512(x, c.mask_p), s.entries, 8);
     sym = _mm512_cvtepi64_epi8(_mm512_srli_epi64(e, 32));
     return advance(x, e, _mm512_srli_epi64(e, 48), c);
