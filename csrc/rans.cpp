@@ -601,6 +601,15 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_fast_pext() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
+  return ok;
+#else
+  return false;
+#endif
+}
+
 void set_isa(Isa isa) {
   if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
   if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512 (F, VL, DQ, BW)");

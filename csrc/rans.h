@@ -105,6 +105,7 @@ void decode_ref(const Plan& plan, uint8_t* out);
 enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
 bool cpu_has_avx2();
 bool cpu_has_avx512();
+bool cpu_has_fast_pext();  // BMI2 with a PEXT that is not microcoded (not AMD Zen 1/2): row packing
 inline bool uses_avx2(Isa isa) { return isa == Isa::kAvx2 || isa == Isa::kAvx512; }
 void set_isa(Isa isa);
 Isa get_isa();
