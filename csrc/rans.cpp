@@ -582,33 +582,33 @@ std::atomic<int> g_isa{-1};  // -1: not read from the environment yet
 
 }  // namespace
 
-bool cpu_has_avx2() {
+namespace {
+
+// The one CPU-feature probe of the decoders (read once): what the SIMD loops may use.
+struct CpuFeatures {
+  bool avx2 = false, avx512 = false, fast_pext = false;
+};
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures c;
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2");
-  return ok;
-#else
-  return false;
+    c.avx2 = __builtin_cpu_supports("avx2");
+    c.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+    // PEXT is microcoded (tens to hundreds of cycles) on AMD Zen 1 and 2
+    c.fast_pext = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
 #endif
+    return c;
+  }();
+  return f;
 }
 
-bool cpu_has_avx512() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-  return ok;
-#else
-  return false;
-#endif
-}
+}  // namespace
 
-bool cpu_has_fast_pext() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool cpu_has_avx2() { return cpu_features().avx2; }
+bool cpu_has_avx512() { return cpu_features().avx512; }
+bool cpu_has_fast_pext() { return cpu_features().fast_pext; }
 
 void set_isa(Isa isa) {
   if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
