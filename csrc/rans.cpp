@@ -587,6 +587,10 @@ namespace {
 // The one CPU-feature probe of the decoders (read once): what the SIMD loops may use.
 struct CpuFeatures {
   bool avx2 = false, avx512 = false, fast_pext = false;
+  // auto picks the AVX-512 loop only where it was measured faster than AVX2 (an Intel Xeon,
+  // benchmarks/RESULTS.md issue 19); on the AMD EPYC of issue 8 gathers were slow, so there auto
+  // stays on AVX2 until measured (rans_set_isa("avx512") still forces it).
+  bool avx512_auto = false;
 };
 
 const CpuFeatures& cpu_features() {
@@ -598,6 +602,7 @@ const CpuFeatures& cpu_features() {
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
     // PEXT is microcoded (tens to hundreds of cycles) on AMD Zen 1 and 2
     c.fast_pext = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
+    c.avx512_auto = c.avx512 && __builtin_cpu_is("intel");
 #endif
     return c;
   }();
@@ -627,7 +632,8 @@ Isa get_isa() {
 
 Isa resolved_isa() {
   const Isa isa = get_isa();
-  if (isa == Isa::kAuto) return cpu_has_avx512() ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
+  if (isa == Isa::kAuto)
+    return cpu_features().avx512_auto ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
   return isa;
 }
 
@@ -970,7 +976,8 @@ void register_rans(py::module_& m) {
   }, py::arg("name"),
         "rans_set_isa(name: 'auto' | 'scalar' | 'avx2' | 'avx512') -> previous setting\n\n"
         "Process-wide choice of the fast decoder's inner loop (default: $GOLFPACK_RANS_ISA, else\n"
-        "auto = the widest the CPU has). Every choice decodes the same bytes the same way.");
+        "auto = AVX-512 on an Intel CPU that has it, else AVX2 when present). Every choice decodes\n"
+        "the same bytes the same way.");
   m.def("rans_isa", []() { return std::string(kIsaNames[int(rans::resolved_isa())]); },
         "The inner loop rans_decode uses now: 'avx512', 'avx2' or 'scalar'.");
   m.def("rans_cpu_has_avx2", &rans::cpu_has_avx2);

@@ -101,7 +101,8 @@ void decode_ref(const Plan& plan, uint8_t* out);
 // benchmark force kScalar to compare both paths; $GOLFPACK_RANS_ISA=scalar|avx2|auto sets it at
 // import). Asking for kAvx2 on a CPU without AVX2 is an error (set_isa throws).
 // kAvx512 (F, VL, DQ, BW) runs the AVX-512 round loops of rans_avx512.cpp for 8-lane streams
-// and the AVX2 loops everywhere else (4-lane streams, packing); kAuto picks the widest the CPU has.
+// and the AVX2 loops everywhere else (4-lane streams, packing); kAuto picks AVX-512 on Intel CPUs
+// that have it (where it was measured faster), else AVX2, else scalar.
 enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
 bool cpu_has_avx2();
 bool cpu_has_avx512();
@@ -109,7 +110,7 @@ bool cpu_has_fast_pext();  // BMI2 with a PEXT that is not microcoded (not AMD Z
 inline bool uses_avx2(Isa isa) { return isa == Isa::kAvx2 || isa == Isa::kAvx512; }
 void set_isa(Isa isa);
 Isa get_isa();
-Isa resolved_isa();  // kScalar, kAvx2 or kAvx512: what kAuto means on this CPU
+Isa resolved_isa();  // kScalar, kAvx2 or kAvx512: what kAuto means on this CPU (see Isa)
 
 // symbol_hash computed over pieces fed in order: same value as symbol_hash(all pieces).
 class SymbolHasher {
