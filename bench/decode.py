@@ -8,7 +8,9 @@ widen the scales, decode the remaining (float) tensors and build the GPT around 
 what `golfpack eval` runs on. Measured in the same run, interleaved rep by rep so that load on
 a shared machine hits all alike:
 
-  fused     the default path (rANS -> packed rows in one native call; AVX2 when the CPU has it)
+  fused     the default path (rANS -> packed rows in one native call; the widest SIMD loop the
+            CPU has: AVX-512, else AVX2)
+  avx2      the same with the AVX2 loops (only on an AVX-512 CPU: the loop before AVX-512)
   scalar    the same with the rANS/pack inner loops forced to scalar (only on an AVX2 CPU)
   unfused   the per-tensor path (decode int8 symbols, then qpack_rows): the pre-issue-8 baseline
 
@@ -127,7 +129,7 @@ def _kernel(art, reps: int) -> dict:
     entries = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans"]
     jobs = [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in entries]
     n = sum(r * c for _, r, c, _ in jobs)
-    isas = ["avx2", "scalar"] if _C.rans_cpu_has_avx2() else ["scalar"]
+    isas = simd_isas() + ["scalar"]
     out = {"streams": len(jobs), "symbols": n}
     rc = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_rc"]
     if rc:
@@ -138,10 +140,17 @@ def _kernel(art, reps: int) -> dict:
                                "decode": lambda: [_C.rans_decode(d, r * c) for d, r, c, _ in jobs]}, isas, reps)
     out.update({f"{k}_MBps": round(n / v / 1e6, 1) for k, v in best.items() if v > 0})
     out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
-    if "rows_avx2" in best:
-        out["rows_avx2_over_scalar"] = round(best["rows_scalar"] / best["rows_avx2"], 3)
-        out["decode_avx2_over_scalar"] = round(best["decode_scalar"] / best["decode_avx2"], 3)
+    for isa in simd_isas():
+        out[f"rows_{isa}_over_scalar"] = round(best["rows_scalar"] / best[f"rows_{isa}"], 3)
+        out[f"decode_{isa}_over_scalar"] = round(best["decode_scalar"] / best[f"decode_{isa}"], 3)
     return out
+
+
+def simd_isas() -> list[str]:
+    """The SIMD inner loops this CPU has, widest first ('avx512', 'avx2')."""
+    from golfpack import _C
+
+    return (["avx512"] if _C.rans_cpu_has_avx512() else []) + (["avx2"] if _C.rans_cpu_has_avx2() else [])
 
 
 def _kernel_rc(rc, isas, reps: int) -> dict:
@@ -156,10 +165,10 @@ def _kernel_rc(rc, isas, reps: int) -> dict:
     out = {"rans_rc_streams": len(rc), "rans_rc_symbols": n_rc}
     out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
     out.update({f"{k}_MBps": round(n_rc / v / 1e6, 1) for k, v in best.items() if v > 0})
-    if "rans_rc_rows_avx2" in best:
-        out["rans_rc_rows_avx2_over_scalar"] = round(best["rans_rc_rows_scalar"] / best["rans_rc_rows_avx2"], 3)
-        out["rans_rc_interleaved_over_one_by_one"] = round(
-            best["rans_rc_rows_one_by_one_avx2"] / best["rans_rc_rows_avx2"], 3)
+    for isa in simd_isas():
+        out[f"rans_rc_rows_{isa}_over_scalar"] = round(best["rans_rc_rows_scalar"] / best[f"rans_rc_rows_{isa}"], 3)
+        out[f"rans_rc_{isa}_interleaved_over_one_by_one"] = round(
+            best[f"rans_rc_rows_one_by_one_{isa}"] / best[f"rans_rc_rows_{isa}"], 3)
     return out
 
 
@@ -203,10 +212,12 @@ def run(args) -> int:
     art = read_artifact(path)  # validates; FormatError (exit 2) on a corrupt artifact
     symbols = sum(e.numel for e in art.tensors.values() if e.packs_directly)
 
-    has_avx2 = _C.rans_cpu_has_avx2()
+    simd = simd_isas()
     configs = [("fused", "auto", args.threads, True)]
     if not args.no_baseline:
-        if has_avx2:
+        if len(simd) > 1:  # the narrower SIMD loop too (AVX2 on an AVX-512 CPU)
+            configs.append((simd[1], simd[1], args.threads, True))
+        if simd:
             configs.append(("scalar", "scalar", args.threads, True))
         configs.append(("unfused", "auto", 1, False))
     prev = _C.rans_isa()
@@ -232,7 +243,7 @@ def run(args) -> int:
     cfg = {name: _summary(r) for name, r in runs.items()}
     head = cfg["fused"]
     ratios = {}
-    for other in ("scalar", "unfused"):
+    for other in [c[0] for c in configs[1:]]:
         if other in cfg:
             ratios[f"{other}_over_fused_wall"] = round(cfg[other]["decode_ms_median"] / head["decode_ms_median"], 3)
             ratios[f"{other}_over_fused_cpu"] = round(cfg[other]["decode_cpu_ms_median"] / head["decode_cpu_ms_median"], 3)

@@ -3,17 +3,25 @@
     python benchmarks/entropy_models.py SYMBOLS.npz [--nncodec-python PY] [--json OUT]
 
 SYMBOLS.npz is `golfpack decode ART --symbols -o SYMBOLS.npz` of an artifact (e.g. a
-`golfpack encode --bits 6 --method gptq --clip mse` one). Every 2-D symbol tensor with at
-least 10,000 symbols is measured, each stored one symbol per byte (int8 + 128), which is the
-competitors' layout. Two tables:
+`golfpack encode --bits 6 --method gptq --clip mse` one), or the artifact .gp itself. Every 2-D
+symbol tensor with at least 10,000 symbols is measured, each stored one symbol per byte
+(int8 + 128), which is the competitors' layout, with its row scales (fp16 as stored).
 
-coders (real bytes, each tensor its own stream, summed):
-    golfpack rans (order-0), golfpack rans_rc (codec/rans_rc.py: a table per row-class x
-    column-class cell), golfpack's artifact choice (per tensor the smallest of raw, rans,
-    rans_rc, zstd, brotli, as codec.coders.best_encoding picks), brotli-11, zstd-22, lzma-9 (extreme), lrzip -z (ZPAQ; the
-    whole set as one file, as competitors run it per tensor group, when `lrzip` is on PATH),
-    NNCodec (DeepCABAC, `nncodec.nnc.compression.compress` on the int32 symbols, in the
-    Python given by --nncodec-python when it has nncodec installed; checked lossless).
+coders (real bytes; each tensor its own stream unless said; tables per coder total and per
+tensor class, the classes being the leaders' role groups tok_emb, attn.c_q/c_k/c_v/proj,
+mlp.fc/proj):
+    golfpack          what the artifact writer stores (codec.coders.best_encoding: per stream the
+                      smallest of raw, rans, rans_rc, zstd, brotli) for the symbols AND the scales
+    rans, rans_rc     golfpack's order-0 rANS and row x column-class rANS (lossless checked)
+    brotli-11, zstd-22, lzma-9e
+    lrzip pergroup    the leaders' recipe on the same symbols (bench/peer_codecs.py, PR #1855):
+                      per role group, rows of tok_emb / c_q / mlp.fc in greedy L1 order,
+                      column-major, one `lrzip -z -L 9` per group; its uint16 row permutations
+                      (brotli-11) are added to its total
+    NNCodec           DeepCABAC (`nncodec.nnc.compression.compress`, int32 symbols, each tensor
+                      its own bitstream, checked lossless) in the Python given by --nncodec-python
+Every coder but golfpack is charged brotli-11 of the fp16 scales (per tensor); golfpack is
+charged what its writer stores for them.
 
 models (ideal code lengths; "+cost" adds what a decoder would need to be told):
     H0                per-tensor order-0 entropy (what golfpack's rANS reaches within ~0.3%)
@@ -56,41 +64,129 @@ def table_bytes(tables) -> float:
 
 
 def load(path: str) -> dict[str, np.ndarray]:
-    z = np.load(path)
-    out = {}
-    for k in z.keys():
-        if k.endswith(".symbols") and z[k].ndim == 2 and z[k].size >= 10_000:
-            out[k[: -len(".symbols")]] = z[k].astype(np.int64)
-    if not out:
+    return load_with_scales(path)[0]
+
+
+def load_with_scales(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(symbols, scales) of every 2-D symbol tensor of >= 10,000 symbols in an .npz of
+    `golfpack decode ART --symbols` or in a golfpack artifact (.gp) itself. Scales are the
+    stored fp16 values (an .npz holds them widened to float32; they round-trip exactly), or
+    float32 where fp16 would not hold them exactly."""
+    mats, scales = {}, {}
+    if Path(path).suffix == ".gp":
+        from golfpack.codec.container import read_artifact
+
+        art = read_artifact(path)
+        for name, t in art.tensors.items():
+            if t.is_quantized and len(t.shape) == 2 and t.numel >= 10_000:
+                mats[name] = t.symbols().astype(np.int64)
+                scales[name] = t.scales().numpy()
+    else:
+        z = np.load(path)
+        for k in z.keys():
+            if k.endswith(".symbols") and z[k].ndim == 2 and z[k].size >= 10_000:
+                name = k[: -len(".symbols")]
+                mats[name] = z[k].astype(np.int64)
+                if f"{name}.scales" in z:
+                    scales[name] = z[f"{name}.scales"]
+    for name, s in scales.items():
+        s16 = np.asarray(s).astype(np.float16)
+        scales[name] = s16 if np.array_equal(s16.astype(np.float32), np.asarray(s, np.float32)) else np.asarray(s, np.float32)
+    if not mats:
         raise SystemExit(f"{path}: no 2-D symbol tensors of >= 10,000 symbols")
-    return out
+    return mats, scales
+
+
+def tensor_class(name: str) -> str:
+    """The leaders' role groups (bench/peer_codecs.ROLE_GROUPS), else 'other'."""
+    from golfpack.bench.peer_codecs import _role
+
+    return _role(name) or "other"
 
 
 # ----------------------------------------------------------------------------- coders
 
 
-def coder_sizes(mats: dict[str, np.ndarray], nncodec_python: str | None) -> dict[str, dict]:
+def width(m: np.ndarray) -> int:
+    """The narrowest two's-complement width holding the symbols (>= 2, as the format allows)."""
+    b = 2
+    while int(m.min()) < -(1 << (b - 1)) or int(m.max()) > (1 << (b - 1)) - 1:
+        b += 1
+    return b
+
+
+def lrzip_pergroup(mats: dict[str, np.ndarray]) -> tuple[dict[str, int], int]:
+    """The leaders' per-group lrzip of the same symbols (bench/peer_codecs.pergroup_bytes, PR #1855's
+    layout): per role group the tensors concatenated over the layers, rows of tok_emb / c_q / mlp.fc
+    put in greedy L1 nearest-neighbour order, each matrix column-major, each group one
+    `lrzip -z -L 9` (ZPAQ). Returns ({group: bytes}, bytes of the uint16 row permutations brotli-11'd,
+    which the leaders ship in their brotli'd remainder)."""
+    import brotli
+
+    from golfpack.bench import peer_codecs as pc
+
+    groups: dict[str, list[np.ndarray]] = {}
+    perms = []
+    for name, q in mats.items():
+        r = pc._role(name)
+        if r is None:
+            continue
+        q8 = q.astype(np.int8)
+        if r in pc.REORDERED_ROLES:
+            perm = pc.greedy_l1_order(q8)
+            q8 = q8[perm]
+            perms.append(perm.astype(np.uint16).tobytes())
+        groups.setdefault(r, []).append(np.ascontiguousarray(q8.T).reshape(-1))
+    out = {r: len(pc._lrzip(np.concatenate(parts).tobytes(), decompress=False)) for r, parts in groups.items()}
+    return out, (len(brotli.compress(b"".join(perms), quality=11)) if perms else 0)
+
+
+NNCODEC_SCRIPT = (
+    "import sys, json, numpy as np\n"
+    "from nncodec.nnc import compression as cz\n"
+    "z = np.load(sys.argv[1]); out = {}\n"
+    "for k in z.keys():\n"
+    "    pd = {k: z[k].astype(np.int32)}\n"
+    "    bs = cz.compress(pd, bitstream_path=sys.argv[2], return_bitstream=True, int_quant_bw=8, verbose=False)\n"
+    "    rec = cz.decompress(bs)\n"
+    "    rec = rec[0] if isinstance(rec, tuple) else rec\n"
+    "    assert np.array_equal(np.asarray(rec[k]).astype(np.int64), pd[k].astype(np.int64)), 'lossy'\n"
+    "    out[k] = len(bs)\n"
+    "print(json.dumps(out))\n")
+
+
+def nncodec_sizes(mats: dict[str, np.ndarray], nncodec_python: str) -> dict[str, int] | None:
+    """NNCodec (DeepCABAC) bytes per tensor, each tensor its own bitstream, checked lossless."""
+    keys = {k.replace(".", "_"): k for k in mats}
+    with tempfile.TemporaryDirectory() as d:
+        np.savez(Path(d) / "s.npz", **{k: mats[v] for k, v in keys.items()})
+        p = subprocess.run([nncodec_python, "-c", NNCODEC_SCRIPT, str(Path(d) / "s.npz"), str(Path(d) / "b.nnc")],
+                           capture_output=True, text=True, cwd=d)
+    if p.returncode != 0:
+        print(f"nncodec failed: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return {keys[k]: v for k, v in json.loads(p.stdout.strip().splitlines()[-1]).items()}
+
+
+def coder_sizes(mats: dict[str, np.ndarray], nncodec_python: str | None, scales: dict | None = None,
+                pergroup: bool = True) -> dict:
+    """Bytes per tensor of every coder on the same symbols (one per byte, u = s + 128), and of the
+    scales. Returns {"per_tensor": {coder: {name: bytes}}, "groups": {...}, "seconds": {coder: s}}."""
     import brotli
     import zstandard
 
     from golfpack import _C
-
     from golfpack.codec import rans_rc
+    from golfpack.codec.coders import StreamType, best_encoding
 
-    out = {}
-    per_tensor = {}  # coder -> [bytes per tensor], for golfpack's per-stream choice
+    raw = {k: (m + OFF).astype(np.uint8).tobytes() for k, m in mats.items()}
+    per: dict[str, dict[str, int]] = {}
+    secs: dict[str, float] = {}
 
-    def run(name, fn):
+    def each(name, fn):
         t = time.perf_counter()
-        n = fn()
-        if n is not None:
-            out[name] = {"bytes": int(n), "seconds": round(time.perf_counter() - t, 2)}
-
-    def each(name, fn):  # per-tensor sizes, summed
-        def go():
-            per_tensor[name] = [fn(k, b) for k, b in raw.items()]
-            return sum(per_tensor[name])
-        return go
+        per[name] = {k: int(fn(k, b)) for k, b in raw.items()}
+        secs[name] = round(time.perf_counter() - t, 2)
 
     def rc(k, b):
         u = np.frombuffer(b, np.uint8).reshape(mats[k].shape)
@@ -99,54 +195,81 @@ def coder_sizes(mats: dict[str, np.ndarray], nncodec_python: str | None) -> dict
             raise SystemExit(f"{k}: rans_rc did not round-trip")
         return len(data)
 
-    raw = {k: (m + OFF).astype(np.uint8).tobytes() for k, m in mats.items()}
-    run("golfpack rans (order-0)", each("rans", lambda k, b: len(_C.rans_encode(np.frombuffer(b, np.uint8)))))
-    run("golfpack rans_rc (row x column classes, lossless checked)", each("rans_rc", rc))
-    run("brotli-11", each("brotli", lambda k, b: len(brotli.compress(b, quality=11))))
-    run("zstd-22", each("zstd", lambda k, b: len(zstandard.ZstdCompressor(level=22, write_content_size=True).compress(b))))
+    each("rans", lambda k, b: len(_C.rans_encode(np.frombuffer(b, np.uint8))))
+    each("rans_rc", rc)
+    each("brotli-11", lambda k, b: len(brotli.compress(b, quality=11)))
+    each("zstd-22", lambda k, b: len(zstandard.ZstdCompressor(level=22, write_content_size=True).compress(b)))
+    each("lzma-9e", lambda k, b: len(lzma.compress(b, preset=9 | lzma.PRESET_EXTREME)))
     # What a golfpack artifact stores: per stream the smallest of its coders (codec.coders.best_encoding;
     # raw is bit-packed at the symbols' width). Same encoders as above, so the per-tensor minimum is exact.
-    def width(m):  # the narrowest two's-complement width holding the symbols (>= 2, as the format allows)
-        b = 2
-        while int(m.min()) < -(1 << (b - 1)) or int(m.max()) > (1 << (b - 1)) - 1:
-            b += 1
-        return b
-
-    bits = {k: width(m) for k, m in mats.items()}
-    raw_bytes = [(m.size * bits[k] + 7) // 8 for k, m in mats.items()]
-    best = [min(t) for t in zip(raw_bytes, *(per_tensor[c] for c in ("rans", "rans_rc", "zstd", "brotli")))]
-    out["golfpack artifact streams (best per tensor)"] = {"bytes": int(sum(best)), "seconds": 0.0}
-    run("lzma-9e", lambda: sum(len(lzma.compress(b, preset=9 | lzma.PRESET_EXTREME)) for b in raw.values()))
-    if shutil.which("lrzip"):
-        def lrz():
-            with tempfile.TemporaryDirectory() as d:
-                p = Path(d) / "all.bin"
-                p.write_bytes(b"".join(raw.values()))
-                subprocess.run(["lrzip", "-z", "-T", "-q", "-f", str(p)], check=True, capture_output=True)
-                return (Path(d) / "all.bin.lrz").stat().st_size
-        run("lrzip -z (one file)", lrz)
+    per["golfpack"] = {k: min((m.size * width(m) + 7) // 8, *(per[c][k] for c in ("rans", "rans_rc", "brotli-11")),
+                              per["zstd-22"][k]) for k, m in mats.items()}
+    out = {"per_tensor": per, "seconds": secs, "groups": {}, "scales": {}}
+    if scales:
+        def scale_bytes(fn):
+            return {k: int(fn(s)) for k, s in scales.items() if k in mats}
+        out["scales"]["golfpack"] = scale_bytes(lambda s: len(best_encoding(
+            s.view(np.uint16 if s.dtype == np.float16 else np.uint32).view(s.dtype),
+            StreamType("float16" if s.dtype == np.float16 else "float32", s.size))[2]))
+        out["scales"]["brotli-11"] = scale_bytes(lambda s: len(brotli.compress(s.tobytes(), quality=11)))
+    if pergroup and shutil.which("lrzip"):
+        t = time.perf_counter()
+        g, perm_bytes = lrzip_pergroup(mats)
+        out["groups"]["lrzip pergroup"] = g
+        out["lrzip_perm_bytes"] = perm_bytes
+        secs["lrzip pergroup"] = round(time.perf_counter() - t, 2)
     if nncodec_python:
-        code = (
-            "import sys, numpy as np\n"
-            "from nncodec.nnc import compression as cz\n"
-            "z = np.load(sys.argv[1]); pd = {k: z[k].astype(np.int32) for k in z.keys()}\n"
-            "bs = cz.compress(pd, bitstream_path=sys.argv[2], return_bitstream=True, int_quant_bw=8, verbose=False)\n"
-            "rec = cz.decompress(bs)\n"
-            "rec = rec[0] if isinstance(rec, tuple) else rec\n"
-            "assert all(np.array_equal(np.asarray(rec[k]).astype(np.int64), pd[k].astype(np.int64)) for k in pd), 'lossy'\n"
-            "print(len(bs))\n")
-
-        def nnc():
-            with tempfile.TemporaryDirectory() as d:
-                np.savez(Path(d) / "s.npz", **{k.replace(".", "_"): m for k, m in mats.items()})
-                p = subprocess.run([nncodec_python, "-c", code, str(Path(d) / "s.npz"), str(Path(d) / "b.nnc")],
-                                   capture_output=True, text=True, cwd=d)
-                if p.returncode != 0:
-                    print(f"nncodec failed: {p.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-                    return None
-                return int(p.stdout.strip().splitlines()[-1])
-        run("NNCodec (DeepCABAC)", nnc)
+        t = time.perf_counter()
+        n = nncodec_sizes(mats, nncodec_python)
+        if n is not None:
+            per["NNCodec"] = n
+            secs["NNCodec"] = round(time.perf_counter() - t, 2)
     return out
+
+
+def report(path: str, mats: dict, res: dict) -> list[str]:
+    """Markdown tables: per coder symbols + scales totals vs brotli-11, and per tensor class."""
+    per, groups, sc = res["per_tensor"], res["groups"], res["scales"]
+    classes = sorted({tensor_class(k) for k in mats}, key=lambda c: list(mats).index(
+        next(k for k in mats if tensor_class(k) == c)))
+    by_class = {c: [k for k in mats if tensor_class(k) == c] for c in classes}
+    coders = list(per) + list(groups)
+
+    def cls_bytes(coder, c):
+        if coder in groups:
+            return groups[coder].get(c, sum(per["brotli-11"][k] for k in by_class[c]) if c == "other" else 0)
+        return sum(per[coder][k] for k in by_class[c])
+
+    def total_sym(coder):
+        return sum(cls_bytes(coder, c) for c in classes)
+
+    sb = sum(sc.get("brotli-11", {}).values())
+    sg = sum(sc.get("golfpack", {}).values()) if sc else 0
+    ref = total_sym("brotli-11") + sb
+    n_sym = sum(m.size for m in mats.values())
+    lines = [f"{path}: {len(mats)} tensors, {n_sym:,} symbols, {len(sc.get('brotli-11', {}))} scale streams",
+             "", "| coder | symbols | scales | total | vs brotli-11 | vs lrzip pergroup |", "|---|---:|---:|---:|---:|---:|"]
+    extra = res.get("lrzip_perm_bytes", 0)
+    totals = {}
+    for coder in coders:
+        s_sc = sg if coder == "golfpack" else sb
+        tot = total_sym(coder) + s_sc + (extra if coder == "lrzip pergroup" else 0)
+        totals[coder] = tot
+    lz = totals.get("lrzip pergroup")
+    for coder in coders:
+        s_sc = sg if coder == "golfpack" else sb
+        note = f" (+{extra:,} B row permutations)" if coder == "lrzip pergroup" else ""
+        vs_lz = f"{100 * (totals[coder] / lz - 1):+.2f}%" if lz else "-"
+        lines.append(f"| {coder}{note} | {total_sym(coder):,} | {s_sc:,} | {totals[coder]:,} | "
+                     f"{100 * (totals[coder] / ref - 1):+.2f}% | {vs_lz} |")
+    lines += ["", "Symbols only, per tensor class (vs brotli-11 of the same class):", "",
+              "| class | symbols | " + " | ".join(coders) + " |", "|---|---:|" + "---:|" * len(coders)]
+    for c in classes:
+        b = cls_bytes("brotli-11", c)
+        cells = [f"{cls_bytes(k, c):,} ({100 * (cls_bytes(k, c) / b - 1):+.2f}%)" for k in coders]
+        lines.append(f"| {c} | {sum(mats[k].size for k in by_class[c]):,} | " + " | ".join(cells) + " |")
+    res["totals"] = totals
+    return lines
 
 
 # ----------------------------------------------------------------------------- models
@@ -248,24 +371,23 @@ def best_cocluster(m) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("symbols")
+    ap.add_argument("symbols", help="symbols .npz (golfpack decode ART --symbols) or a golfpack artifact .gp")
     ap.add_argument("--nncodec-python", default=os.environ.get("NNCODEC_PYTHON"),
                     help="a Python with nncodec installed (default $NNCODEC_PYTHON; skipped when unset)")
     ap.add_argument("--no-models", action="store_true", help="only the coders table")
+    ap.add_argument("--no-pergroup", action="store_true", help="skip lrzip pergroup")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    mats = load(args.symbols)
+    mats, scales = load_with_scales(args.symbols)
     n_sym = sum(m.size for m in mats.values())
-    coders = coder_sizes(mats, args.nncodec_python)
-    ref = coders["brotli-11"]["bytes"]
-    print(f"{args.symbols}: {len(mats)} tensors, {n_sym:,} symbols\n")
-    print("| coder | bytes | vs brotli-11 | encode+decode s |\n|---|---:|---:|---:|")
-    for k, v in coders.items():
-        print(f"| {k} | {v['bytes']:,} | {100 * (v['bytes'] / ref - 1):+.2f}% | {v['seconds']} |")
+    coders = coder_sizes(mats, args.nncodec_python, scales, pergroup=not args.no_pergroup)
+    print("\n".join(report(args.symbols, mats, coders)))
+    print("\nseconds (encode; rans_rc and NNCodec also decode):", coders["seconds"])
+    ref = sum(coders["per_tensor"]["brotli-11"].values())
     models = {} if args.no_models else model_sizes(mats)
     if models:
         h0 = models["H0"]
-        print("\n| model | bytes | vs H0 | vs brotli-11 |\n|---|---:|---:|---:|")
+        print("\n| model (symbols only) | bytes | vs H0 | vs brotli-11 |\n|---|---:|---:|---:|")
         for k, v in models.items():
             print(f"| {k} | {v:,.0f} | {100 * (v / h0 - 1):+.2f}% | {100 * (v / ref - 1):+.2f}% |")
     if args.json:

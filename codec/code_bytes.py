@@ -129,6 +129,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "csrc/rans.h",
     "csrc/rans.cpp",
     "csrc/rans_avx2.cpp",
+    "csrc/rans_avx512.cpp",
     "csrc/rans_rows.cpp",
     "csrc/rans_ctx.cpp",
     "csrc/crc32.cpp",

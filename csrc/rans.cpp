@@ -574,6 +574,7 @@ Isa initial_isa() {
   const std::string v(env);
   if (v == "scalar") return Isa::kScalar;
   if (v == "avx2" && cpu_has_avx2()) return Isa::kAvx2;
+  if (v == "avx512" && cpu_has_avx512()) return Isa::kAvx512;
   return Isa::kAuto;  // unknown or unavailable: the safe default
 }
 
@@ -581,17 +582,42 @@ std::atomic<int> g_isa{-1};  // -1: not read from the environment yet
 
 }  // namespace
 
-bool cpu_has_avx2() {
+namespace {
+
+// The one CPU-feature probe of the decoders (read once): what the SIMD loops may use.
+struct CpuFeatures {
+  bool avx2 = false, avx512 = false, fast_pext = false;
+  // auto picks the AVX-512 loop only where it was measured faster than AVX2 (an Intel Xeon,
+  // benchmarks/RESULTS.md issue 19); on the AMD EPYC of issue 8 gathers were slow, so there auto
+  // stays on AVX2 until measured (rans_set_isa("avx512") still forces it).
+  bool avx512_auto = false;
+};
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures c;
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2");
-  return ok;
-#else
-  return false;
+    c.avx2 = __builtin_cpu_supports("avx2");
+    c.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+    // PEXT is microcoded (tens to hundreds of cycles) on AMD Zen 1 and 2
+    c.fast_pext = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
+    c.avx512_auto = c.avx512 && __builtin_cpu_is("intel");
 #endif
+    return c;
+  }();
+  return f;
 }
+
+}  // namespace
+
+bool cpu_has_avx2() { return cpu_features().avx2; }
+bool cpu_has_avx512() { return cpu_features().avx512; }
+bool cpu_has_fast_pext() { return cpu_features().fast_pext; }
 
 void set_isa(Isa isa) {
   if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
+  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512 (F, VL, DQ, BW)");
   g_isa.store(int(isa));
 }
 
@@ -606,7 +632,8 @@ Isa get_isa() {
 
 Isa resolved_isa() {
   const Isa isa = get_isa();
-  if (isa == Isa::kAuto) return cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
+  if (isa == Isa::kAuto)
+    return cpu_features().avx512_auto ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
   return isa;
 }
 
@@ -659,7 +686,9 @@ Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
   if (plan.count == 0 || t.present == 1) return;  // nothing to set up: run() fills or does nothing
   if (isa == Isa::kAuto) isa = resolved_isa();
   if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
-  avx2_ = isa == Isa::kAvx2 && (plan.lanes == 4 || plan.lanes == 8);
+  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512");
+  avx2_ = uses_avx2(isa) && (plan.lanes == 4 || plan.lanes == 8);
+  avx512_ = isa == Isa::kAvx512 && plan.lanes == 8;
   const int P = t.precision;
   // Only the tables the chosen loops read are built (the AVX2 table is 8 bytes per slot).
   lut_.resize(size_t(1) << P);
@@ -718,7 +747,11 @@ void Decoder::run(uint8_t* out, uint64_t n) {
   if (rounds) {
     const int P = plan_.table.precision;
     const uint8_t* we = plan_.words_end;
-    if (avx2_) {
+    if (avx512_) {
+      AvxStream st{x_, wp_, we, entries_.data(), P, out + k};
+      got = decode_rounds_avx512_multi(&st, 1, rounds);
+      wp_ = st.wp;
+    } else if (avx2_) {
       got = decode_rounds_avx2(int(lanes), P, x_, wp_, we, entries_.data(), out + k, rounds);
     } else {
       switch (lanes) {
@@ -737,7 +770,7 @@ void Decoder::run(uint8_t* out, uint64_t n) {
 
 void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t* n, int count,
                         std::string* errors) {
-  constexpr int kGroup = 4;
+  constexpr int kGroup = kMaxInterleave;
   // A decoder whose stream is broken stops there: its error goes to errors[k] (or is thrown
   // when errors is null) and the others carry on.
   auto guarded = [&](int k, auto&& fn) {
@@ -758,10 +791,12 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
     uint64_t gn[kGroup], head[kGroup];
     int gi[kGroup];
     int m = 0;
-    for (; k < count && m < kGroup; ++k) {
+    // AVX2 interleaves up to 4 streams, AVX-512 (32 vector registers) up to 8
+    const int limit = ds[k]->avx512_ ? kGroup : 4;
+    for (; k < count && m < limit; ++k) {
       Decoder& d = *ds[k];
       if (n[k] > d.plan_.count - d.done_) throw Error("internal: decoding past the symbol count");
-      if (!d.avx2_ || d.plan_.lanes != 8 || n[k] < 8) {
+      if (!d.avx2_ || d.plan_.lanes != 8 || n[k] < 8 || (m && d.avx512_ != g[0]->avx512_)) {
         guarded(k, [&] { d.run(out[k], n[k]); });
         continue;
       }
@@ -777,7 +812,7 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
       for (int i = 0; i < m; ++i)
         st[i] = AvxStream{g[i]->x_, g[i]->wp_, g[i]->plan_.words_end, g[i]->entries_.data(),
                           g[i]->plan_.table.precision, go[i] + head[i]};
-      got = decode_rounds_avx2_multi(st, m, rounds);
+      got = g[0]->avx512_ ? decode_rounds_avx512_multi(st, m, rounds) : decode_rounds_avx2_multi(st, m, rounds);
       for (int i = 0; i < m; ++i) {
         g[i]->wp_ = st[i].wp;
         g[i]->done_ += 8 * got;
@@ -926,27 +961,27 @@ void register_rans(py::module_& m) {
         "exact consumption); any violation raises ValueError('rANS stream: ...').");
   m.def("rans_decode_ref", &decode_py<true>, py::arg("data"), py::arg("count"),
         "Straightforward reference decoder of the rans_encode format (for tests).");
+  static const char* const kIsaNames[] = {"auto", "scalar", "avx2", "avx512"};
   m.def("rans_set_isa", [](const std::string& name) {
     const rans::Isa prev = rans::get_isa();
-    rans::Isa isa;
-    if (name == "auto") isa = rans::Isa::kAuto;
-    else if (name == "scalar") isa = rans::Isa::kScalar;
-    else if (name == "avx2") isa = rans::Isa::kAvx2;
-    else throw py::value_error("rANS ISA must be 'auto', 'scalar' or 'avx2', got '" + name + "'");
+    int i = 0;
+    while (i < 4 && name != kIsaNames[i]) ++i;
+    if (i == 4) throw py::value_error("rANS ISA must be 'auto', 'scalar', 'avx2' or 'avx512', got '" + name + "'");
     try {
-      rans::set_isa(isa);
+      rans::set_isa(rans::Isa(i));
     } catch (const rans::Error& e) {
       throw py::value_error(e.what());
     }
-    return std::string(prev == rans::Isa::kAuto ? "auto" : prev == rans::Isa::kScalar ? "scalar" : "avx2");
+    return std::string(kIsaNames[int(prev)]);
   }, py::arg("name"),
-        "rans_set_isa(name: 'auto' | 'scalar' | 'avx2') -> previous setting\n\n"
+        "rans_set_isa(name: 'auto' | 'scalar' | 'avx2' | 'avx512') -> previous setting\n\n"
         "Process-wide choice of the fast decoder's inner loop (default: $GOLFPACK_RANS_ISA, else\n"
-        "auto = AVX2 when the CPU has it). Every choice decodes the same bytes the same way.");
-  m.def("rans_isa", []() {
-    return std::string(rans::resolved_isa() == rans::Isa::kAvx2 ? "avx2" : "scalar");
-  }, "The inner loop rans_decode uses now: 'avx2' or 'scalar'.");
+        "auto = AVX-512 on an Intel CPU that has it, else AVX2 when present). Every choice decodes\n"
+        "the same bytes the same way.");
+  m.def("rans_isa", []() { return std::string(kIsaNames[int(rans::resolved_isa())]); },
+        "The inner loop rans_decode uses now: 'avx512', 'avx2' or 'scalar'.");
   m.def("rans_cpu_has_avx2", &rans::cpu_has_avx2);
+  m.def("rans_cpu_has_avx512", &rans::cpu_has_avx512);
   m.def("rans_table_info", &table_info_py, py::arg("data"),
         "rans_table_info(data) -> dict(precision, lo, hi, lanes, sparse, freqs, present,\n"
         "table_bytes, payload_bytes). Validates the table only. Empty stream: precision\n"

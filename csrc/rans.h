@@ -12,6 +12,7 @@
 namespace golfpack {
 namespace rans {
 
+constexpr int kMaxInterleave = 8;  // most streams one SIMD round loop decodes together (AVX-512; AVX2: 4)
 constexpr int kLanes = 8;  // most interleaved states (header lane code; fewer when count < 8)
 constexpr uint64_t kStateLow = uint64_t(1) << 31;  // L: states live in [2^31, 2^63)
 constexpr uint64_t kStateHigh = uint64_t(1) << 63;
@@ -99,11 +100,17 @@ void decode_ref(const Plan& plan, uint8_t* out);
 // check) and the scalar unrolled loop otherwise. The choice is process-wide (tests and the
 // benchmark force kScalar to compare both paths; $GOLFPACK_RANS_ISA=scalar|avx2|auto sets it at
 // import). Asking for kAvx2 on a CPU without AVX2 is an error (set_isa throws).
-enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2 };
+// kAvx512 (F, VL, DQ, BW) runs the AVX-512 round loops of rans_avx512.cpp for 8-lane streams
+// and the AVX2 loops everywhere else (4-lane streams, packing); kAuto picks AVX-512 on Intel CPUs
+// that have it (where it was measured faster), else AVX2, else scalar.
+enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
 bool cpu_has_avx2();
+bool cpu_has_avx512();
+bool cpu_has_fast_pext();  // BMI2 with a PEXT that is not microcoded (not AMD Zen 1/2): row packing
+inline bool uses_avx2(Isa isa) { return isa == Isa::kAvx2 || isa == Isa::kAvx512; }
 void set_isa(Isa isa);
 Isa get_isa();
-Isa resolved_isa();  // kScalar or kAvx2: what kAuto means on this CPU
+Isa resolved_isa();  // kScalar, kAvx2 or kAvx512: what kAuto means on this CPU (see Isa)
 
 // symbol_hash computed over pieces fed in order: same value as symbol_hash(all pieces).
 class SymbolHasher {
@@ -151,7 +158,8 @@ class Decoder {
   uint64_t x_[kLanes] = {};
   const uint8_t* wp_ = nullptr;
   uint64_t done_ = 0;  // symbols decoded so far
-  bool avx2_ = false;
+  bool avx2_ = false;    // the SIMD entry table is built; AVX2 (or AVX-512) rounds
+  bool avx512_ = false;  // 8 lanes: the AVX-512 rounds
   std::vector<uint8_t> lut_;       // slot -> symbol (scalar loops)
   uint32_t info_[256] = {};        // symbol -> freq | cum << 16 (scalar loops)
   std::vector<uint64_t> entries_;  // slot -> freq | sym << 32 | (slot - cum) << 48 (AVX2)
@@ -166,7 +174,7 @@ class Decoder {
 uint64_t decode_rounds_avx2(int lanes, int P, uint64_t* x, const uint8_t*& wp, const uint8_t* we,
                             const uint64_t* entries, uint8_t* out, uint64_t rounds);
 
-// S = 1..4 independent 8-lane streams decoded in one loop (the same rounds for each): one
+// S = 1..4 independent 8-lane streams decoded in one loop (AVX-512: 1..8) (the same rounds for each): one
 // stream's round is a ~40-cycle dependency chain, so interleaving streams is what fills the
 // core. Stops when any stream lacks a round's words; returns the rounds decoded (each stream's
 // x and wp are updated, out[k] receives 8 * rounds symbols).
@@ -179,6 +187,9 @@ struct AvxStream {
   uint8_t* out;
 };
 uint64_t decode_rounds_avx2_multi(AvxStream* streams, int n, uint64_t rounds);
+// The same with the AVX-512 loop (rans_avx512.cpp; 8-lane streams only; called only after
+// cpu_has_avx512()): one vector per stream's 8 states, renormalization by a masked expand-load.
+uint64_t decode_rounds_avx512_multi(AvxStream* streams, int n, uint64_t rounds);
 
 // rans_rc payloads (rans_ctx.cpp, RANS.md 6): 8 lanes, the entry of symbol i being
 // ent[tid[i] << P | slot] with 32-bit entries (freq - 1) | (slot - cum) << 12 | sym << 24, P <= 12.
@@ -201,6 +212,7 @@ struct CtxAvxStream {
   uint8_t* out;
 };
 uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rounds);
+uint64_t decode_ctx_rounds_avx512_multi(CtxAvxStream* streams, int n, uint64_t rounds);  // rans_avx512.cpp
 
 // The batch decoders' thread pool (rans_decode_rows, rans_ctx_decode_rows): `worker` runs on
 // min(threads, jobs) threads, the caller's one included, and takes jobs from a shared counter.

@@ -299,11 +299,14 @@ class CtxStream {
     we_ = data + size;
     ent_ = tb.entry.empty() ? nullptr : tb.entry.data();  // P <= 12
     // The AVX2 round loop (rans_avx2.cpp) for 8 lanes, as rans_set_isa / GOLFPACK_RANS_ISA say.
-    avx2_ = ent_ && lanes_ == 8 && rans::resolved_isa() == rans::Isa::kAvx2;
+    const rans::Isa isa = rans::resolved_isa();
+    avx2_ = ent_ && lanes_ == 8 && rans::uses_avx2(isa);
+    avx512_ = avx2_ && isa == rans::Isa::kAvx512;
   }
   uint64_t done() const { return done_; }
   uint64_t remaining() const { return count_ - done_; }
-  bool avx2() const { return avx2_; }
+  bool avx2() const { return avx2_; }  // the 8-lane SIMD rounds (AVX2, or AVX-512 when avx512())
+  bool avx512() const { return avx512_; }
   uint64_t next_piece() {
     n_ = std::min(kChunk, count_ - done_);
     ctx_.fill(done_, n_, tid_);
@@ -318,7 +321,13 @@ class CtxStream {
     const int P = tb_.P;
     const uint64_t n = n_ - i;
     uint64_t k = 0;
-    if (avx2_) k = rans::decode_ctx_rounds_avx2(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    if (avx512_) {
+      rans::CtxAvxStream st{x_, wp_, we_, ent_, P, tid_ + i, o + i};
+      k = 8 * rans::decode_ctx_rounds_avx512_multi(&st, 1, n / 8);
+      wp_ = st.wp;
+    } else if (avx2_) {
+      k = rans::decode_ctx_rounds_avx2(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
+    }
     else if (lanes_ == 8) k = rounds_packed<8>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
     else if (lanes_ == 4) k = rounds_packed<4>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
     else if (lanes_ == 2) k = rounds_packed<2>(ent_, P, tid_ + i, o + i, n, x_, wp_, we_);
@@ -368,7 +377,7 @@ class CtxStream {
   const CtxTables& tb_;
   uint64_t count_ = 0, done_ = 0, n_ = 0;
   int lanes_ = 1;
-  bool avx2_ = false;
+  bool avx2_ = false, avx512_ = false;
   uint64_t x_[rans::kLanes] = {};
   const uint8_t* wp_ = nullptr;
   const uint8_t* we_ = nullptr;
@@ -526,7 +535,7 @@ struct RowsJob {
 };
 
 void rows_worker(std::vector<RowsJob>& jobs, std::atomic<size_t>& next) {
-  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;
+  const bool avx2 = rans::uses_avx2(rans::resolved_isa());  // the row packing's loops
   struct Slot {
     RowsJob* job = nullptr;
     std::unique_ptr<rans_ctx::CtxStream> st;
@@ -572,14 +581,15 @@ void rows_worker(std::vector<RowsJob>& jobs, std::atomic<size_t>& next) {
     int g[kInFlight], mg = 0;
     uint64_t rounds = UINT64_MAX;
     for (int i = 0; i < m; ++i)
-      if (act[i]->st->avx2()) {
+      if (act[i]->st->avx2() && (mg == 0 || act[i]->st->avx512() == act[g[0]]->st->avx512())) {
         g[mg++] = i;
         rounds = std::min(rounds, n[i] / 8);
       }
     if (mg > 1 && rounds) {
       rans::CtxAvxStream cs[kInFlight];
       for (int t = 0; t < mg; ++t) cs[t] = act[g[t]]->st->avx(o[g[t]]);
-      const uint64_t got = rans::decode_ctx_rounds_avx2_multi(cs, mg, rounds);
+      const uint64_t got = act[g[0]]->st->avx512() ? rans::decode_ctx_rounds_avx512_multi(cs, mg, rounds)
+                                                   : rans::decode_ctx_rounds_avx2_multi(cs, mg, rounds);
       for (int t = 0; t < mg; ++t) {
         act[g[t]]->st->set_wp(cs[t].wp);
         from[g[t]] = 8 * got;
@@ -722,7 +732,7 @@ void register_rans_ctx(py::module_& m) {
     py::array_t<uint8_t> out({py::ssize_t(rows), py::ssize_t(stride)});
     try {
       py::gil_scoped_release nogil;
-      rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::resolved_isa() == rans::Isa::kAvx2,
+      rans_ctx::ToPackedRows sink(cols, bits, out.mutable_data(), stride, rans::uses_avx2(rans::resolved_isa()),
                                   md.tables);
       rans_ctx::decode(in.data(), in.size(), count, md.ctx, md.tables, lanes, sink);
     } catch (const rans::Error& e) {

@@ -42,7 +42,7 @@ namespace {
 
 constexpr int kSymbolOffset = 128;   // u = s + 128 (coders.RANS_SYMBOL_OFFSET)
 constexpr uint64_t kPiece = 16384;   // symbols per decode step: buffer + table stay in L1/L2
-constexpr int kInFlight = 4;         // jobs interleaved per worker (Decoder::run_group)
+constexpr int kInFlight = rans::kMaxInterleave;  // jobs interleaved per worker (Decoder::run_group)
 
 struct Job {
   std::unique_ptr<ByteView> in;
@@ -80,6 +80,28 @@ __attribute__((target("avx2"))) uint64_t pack6_avx2(const uint8_t* u, uint64_t c
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+// b-bit fields (b = 2..7; used for 2, 3 and 7), 8 symbols -> b bytes per step: one PEXT of 8 symbol bytes with the
+// low b bits of every byte set in the mask gives the 8b bits in the LSB-first order of
+// csrc/bitpack.h (x86 is little-endian). Each step stores 8 bytes of which b are data (the next
+// step overwrites the rest), so it runs only while that store stays inside the row's stride; the
+// rest of the row goes through bitpack::pack from a byte boundary (k % 8 == 0). Returns the
+// symbols packed. Only where rans::cpu_has_fast_pext() (BMI2, and not the microcoded PEXT of
+// AMD Zen 1/2).
+__attribute__((target("bmi2"))) uint64_t pack_pext(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst,
+                                                   int64_t stride) {
+  const uint64_t mask = 0x0101010101010101ull * ((1u << bits) - 1);
+  uint64_t k = 0;
+  for (; k + 8 <= cols && int64_t(k / 8 * bits + 8) <= stride; k += 8) {
+    uint64_t w;
+    std::memcpy(&w, u + k, 8);
+    const uint64_t p = _pext_u64(w, mask);
+    std::memcpy(dst + k / 8 * bits, &p, 8);
+  }
+  return k;
+}
+#endif
+
 // Pack one row of u-coded symbols (u = s + 128) into b-bit fields and zero the padding.
 // For b <= 7, 128 is a multiple of 2^b, so (u - 128) & mask == u & mask: the packer's masking
 // of u gives the two's-complement field of s directly. For b = 8 the field is u ^ 0x80.
@@ -92,6 +114,9 @@ void pack_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t s
     uint64_t k = 0;
 #if defined(__x86_64__) || defined(__i386__)
     if (bits == 6 && avx2) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
+    // 2, 3, 7: the widths bitpack::pack has no specialised packer for (its 64-bit accumulator
+    // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19)
+    else if (avx2 && (bits <= 3 || bits == 7) && rans::cpu_has_fast_pext()) k = pack_pext(u, cols, bits, dst, stride);
 #endif
     bitpack::pack(reinterpret_cast<const int8_t*>(u + k), size_t(cols - k), bits, dst + k * bits / 8);
     used = bitpack::packed_size(size_t(cols), bits);
@@ -151,7 +176,7 @@ void finish(Slot& s) {
 
 // One worker: keeps up to kInFlight jobs decoding together until the shared list is empty.
 void worker(std::vector<Job>& jobs, std::atomic<size_t>& next) {
-  const bool avx2 = rans::resolved_isa() == rans::Isa::kAvx2;  // same switch as the decoder
+  const bool avx2 = rans::uses_avx2(rans::resolved_isa());  // same switch as the decoder
   Slot slots[kInFlight];
   for (;;) {
     for (Slot& s : slots) {

@@ -111,6 +111,10 @@ class _Source:
         e = self._entries[name]
         return rows, e.scales(), int(e.bits)
 
+    def lowrank_rank(self, name: str) -> int:
+        """Rank of the tensor's LQER low-rank term, 0 for none (nothing is decoded)."""
+        return self._entries[name].rank if self.kind == "artifact" else 0
+
     def lowrank(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """float32 LQER factors (A [N, r], B [r, K]) exactly as decoding computes them, or None."""
         if self.kind != "artifact":
@@ -216,11 +220,27 @@ def load_packed(
 
     consumed: set[str] = set()
     emb_key = "tok_emb.weight"
+
+    def packable(key: str, module: torch.nn.Module | None) -> bool:
+        """Whether the weight `key` of this slot is served packed (else it is dequantized dense)."""
+        if module is not None and getattr(module, "bias", None) is not None:
+            return False  # golfpack linears are bias-free; keep anything else dense
+        name = renamed[key]
+        if src.kind == "artifact" and not src._entries[name].is_rowscale_matrix:
+            return False
+        if src.lowrank_rank(name) and (key == emb_key or src.dtype(name) != torch.float32):
+            # a table with an LQER term stays dense; a linear one whose dense loader rounds
+            # W_hat + A.B to a narrower dtype too (stay exact)
+            return False
+        return True
+
     if fused:
-        # Every linear slot's weight and the token table: what pack() below may pack. Prefetching
-        # them together lets the native decoder interleave streams (and spread them on threads).
-        candidates = [renamed[n + ".weight"] for n in model.linear_names if n + ".weight" in renamed]
-        src.prefetch_packed(candidates + [renamed[emb_key]], threads, timer)
+        # Exactly the weights pack() below packs, prefetched together so that the native decoder
+        # interleaves their streams (and spreads them on threads). A weight that ends up dense is
+        # not prefetched: its packed rows would be decoded and then discarded.
+        slots = [(n + ".weight", model.get_submodule(n)) for n in model.linear_names if n + ".weight" in renamed]
+        keys = [k for k, mod in slots + [(emb_key, None)] if packable(k, mod)]
+        src.prefetch_packed([renamed[k] for k in keys], threads, timer)
 
     def build(key: str, **lowrank) -> "PackedLinear | None":
         """PackedLinear of a row-quantized weight: from prefetched packed rows, else from symbols."""
@@ -242,14 +262,9 @@ def load_packed(
 
     def pack(slot: str, module: torch.nn.Module):
         key = slot + ".weight"
-        if getattr(module, "bias", None) is not None:
-            return None  # golfpack linears are bias-free; keep anything else dense
-        if src.kind == "artifact":
-            if not src._entries[renamed[key]].is_rowscale_matrix:
-                return None
+        if not packable(key, module):
+            return None
         lr = src.lowrank(renamed[key])
-        if lr is not None and src.dtype(renamed[key]) != torch.float32:
-            return None  # the dense loader rounds W_hat + A.B to a narrower dtype; stay exact: dense
         a, b = lr if lr is not None else (None, None)
         layer = build(key, lowrank_a=a, lowrank_b=b)
         if layer is not None:
@@ -259,7 +274,7 @@ def load_packed(
     with timer("packed layers"):
         n_packed = model.replace_linears(pack)
     # The token table (and tied head) stays packed too, rounded to its source dtype.
-    if src.lowrank(renamed[emb_key]) is None:  # a table with an LQER term stays dense
+    if packable(emb_key, None):
         table = build(emb_key)
         if table is not None:
             with timer("packed layers"):

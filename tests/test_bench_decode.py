@@ -42,7 +42,8 @@ def test_fused_equals_per_tensor_path(artifact):
     direct = [e for e in art.tensors.values() if e.packs_directly]
     assert len(direct) == 2 * 6  # every linear of the 2 blocks goes the fused way
     ref = load_packed(artifact, fused=False)
-    for isa in ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else []):
+    for isa in ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else []) + (
+            ["avx512"] if _C.rans_cpu_has_avx512() else []):
         prev = _C.rans_set_isa(isa)
         try:
             for threads in (1, 2):

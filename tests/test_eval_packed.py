@@ -129,3 +129,59 @@ def test_cli_packed_equals_dense(artifact, tmp_path, sp1024_model, capsys):
     assert out[True]["packed"] and not out[False]["packed"]
     assert (out[True]["tokens"], out[True]["bytes"]) == (out[False]["tokens"], out[False]["bytes"])
     assert out[True]["val_bpb"] == pytest.approx(out[False]["val_bpb"], rel=1e-5)
+
+
+def _lowrank_artifact(ck: Checkpoint, lowrank: dict[str, str]) -> bytes:
+    """ck's lossless artifact with a rank-2 LQER term added to each tensor of `lowrank`
+    (name -> the dtype the tensor then records)."""
+    from golfpack.codec.coders import StreamType
+    from golfpack.codec.container import build_artifact
+    from golfpack.codec.encode import encode_plan, lossless_tensor
+
+    rng = np.random.default_rng(0)
+    plan = []
+    for name in ck.order:
+        n, shape, dtype, scheme, streams = lossless_tensor(ck, name)
+        if name in lowrank:
+            r, (rows, cols) = 2, shape
+            scheme = {**scheme, "lowrank": {"rank": r, "bits": 6}}
+            for role, count in (("lowrank_a", r * rows), ("lowrank_b", r * cols)):
+                streams[role] = (StreamType("int", count, 6), rng.integers(-31, 32, count).astype(np.int8))
+                streams[role + "_scales"] = (StreamType("float16", r), np.full(r, 1e-3, np.float16))
+            dtype = lowrank[name]
+        plan.append((n, shape, dtype, scheme, streams))
+    # rans only: the fused prefetch decodes rANS-coded symbols (tiny streams would otherwise go raw)
+    return build_artifact(encode_plan(plan, ("rans",), jobs=1), config=ck.config, source={"format": "test"})
+
+
+def test_weights_that_stay_dense_are_not_decoded_into_packed_rows(tmp_path, monkeypatch):
+    """load_packed prefetches packed rows only for the weights it packs: a token table with an LQER
+    term and a linear whose recorded dtype is not float32 with one stay dense, and decoding their
+    symbols into packed rows as well would be work thrown away."""
+    import golfpack.codec.container as container
+
+    ck, _ = quantized_checkpoint()
+    t = ck.floats.pop("tok_emb.weight")
+    scale = (t.abs().amax(dim=1) / 7).clamp_min(1e-3).to(torch.float16)
+    ck.quantized["tok_emb.weight"] = QuantizedSource(
+        torch.round(t / scale.float()[:, None]).clamp(-7, 7).to(torch.int8), scale, torch.float32)
+    dense_slots = {"tok_emb.weight": "float32", "blocks.1.attn.c_q.weight": "bfloat16"}
+    p = tmp_path / "lowrank.gp"
+    p.write_bytes(_lowrank_artifact(ck, {**dense_slots, "blocks.0.mlp.fc.weight": "float32"}))
+    prefetched = []
+    real = container.packed_rows
+
+    def spy(entries, threads=1):
+        prefetched.extend(e.name for e in entries)
+        return real(entries, threads)
+
+    monkeypatch.setattr(container, "packed_rows", spy)
+    m = load_packed(p)
+    packed = {n + ".weight" for n in m.linear_names if isinstance(m.get_submodule(n), PackedLinear)}
+    assert "blocks.0.mlp.fc.weight" in packed  # an LQER linear in float32 is packed (A, B applied)
+    assert not set(dense_slots) & packed and not hasattr(m.tok_emb, "table")
+    assert sorted(prefetched) == sorted(packed)
+    dense = load(p)
+    x = torch.as_tensor(doc_stream(3, seed=1)[:50].astype(np.int64))[None]
+    with torch.no_grad():
+        assert torch.allclose(dense(x), m(x), atol=1e-4, rtol=1e-4)

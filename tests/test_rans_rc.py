@@ -887,12 +887,14 @@ def test_packed_decoder_matches_decode_then_pack_on_every_byte_change():
 
 
 # ----------------------------------------------------------------------------------------
-# 9. The AVX2 round loop (rans_avx2.cpp, 8 lanes, P <= 12) and the scalar rounds agree: same
+# 9. The AVX2 and AVX-512 round loops (rans_avx2.cpp, rans_avx512.cpp; 8 lanes, P <= 12) and
+#    the scalar rounds agree: same
 #    symbols, same packed rows, the same streams rejected. Streams are written with 8 lanes
 #    here whatever their size (the fitter picks fewer lanes for small payloads, and the AVX2
 #    loop only runs with 8).
 # ----------------------------------------------------------------------------------------
 needs_avx2 = pytest.mark.skipif(not _C.rans_cpu_has_avx2(), reason="this CPU has no AVX2")
+SIMD_ISAS = (["avx2"] if _C.rans_cpu_has_avx2() else []) + (["avx512"] if _C.rans_cpu_has_avx512() else [])
 
 
 def _eight_lane_stream(u):
@@ -918,7 +920,7 @@ def test_avx2_rounds_match_scalar(case):
     bits, q = case
     u = to_u(q)
     data = _eight_lane_stream(u)
-    for isa in ("scalar", "avx2"):
+    for isa in ["scalar"] + SIMD_ISAS:
         np.testing.assert_array_equal(_under_isa(isa, rans_rc.decode, data, u.size), u.reshape(-1))
         np.testing.assert_array_equal(_under_isa(isa, _packed_or_error, data, u.size, bits),
                                       _C.qpack_rows(q, bits))
@@ -940,19 +942,20 @@ def test_avx2_rounds_match_scalar_on_corrupt_streams():
     rejected = 0
     for d in cases:
         outs = []
-        for isa in ("scalar", "avx2"):
+        for isa in ["scalar"] + SIMD_ISAS:
             try:
                 outs.append(_under_isa(isa, rans_rc.decode, d, u.size))
             except FormatError as e:
                 outs.append(str(e))
-        assert type(outs[0]) is type(outs[1])
-        if isinstance(outs[0], str):
-            rejected += 1
-            assert outs[0] == outs[1]  # the same check fails, with the same words
-        else:
-            np.testing.assert_array_equal(outs[0], outs[1])
-        assert (_under_isa("scalar", _packed_or_error, d, u.size, bits) is None) == \
-            (_under_isa("avx2", _packed_or_error, d, u.size, bits) is None)
+        for other in outs[1:]:
+            assert type(outs[0]) is type(other)
+            if isinstance(outs[0], str):
+                assert outs[0] == other  # the same check fails, with the same words
+            else:
+                np.testing.assert_array_equal(outs[0], other)
+        rejected += isinstance(outs[0], str)
+        packed_ok = {isa: _under_isa(isa, _packed_or_error, d, u.size, bits) is None for isa in ["scalar"] + SIMD_ISAS}
+        assert len(set(packed_ok.values())) == 1, packed_ok
     assert rejected > len(cases) // 2
 
 
@@ -1002,7 +1005,7 @@ def _batch_streams():
     return out
 
 
-@pytest.mark.parametrize("isa", ["scalar", "auto"])
+@pytest.mark.parametrize("isa", ["scalar"] + SIMD_ISAS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_decode_rows_matches_single_stream_decoder(isa, threads):
     cases = _batch_streams()

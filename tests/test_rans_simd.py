@@ -1,7 +1,7 @@
 """Fast rANS decode (issue 8): the AVX2 loop, the scalar loop and the pure-Python reference agree.
 
-Every check runs once per inner loop this CPU has ('scalar' always, 'avx2' when available),
-forced with golfpack._C.rans_set_isa, so an AVX2 machine tests both. Also: the fused
+Every check runs once per inner loop this CPU has ('scalar' always, 'avx2' and 'avx512' when
+available), forced with golfpack._C.rans_set_isa, so an AVX-512 machine tests all three. Also: the fused
 rans_decode_rows (several streams interleaved, decoded straight into the packed row layout)
 against rans_decode + qpack_rows, and hostile streams giving the same clean errors.
 """
@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from golfpack import _C
 from tests.test_rans import laplace_int, py_decode, to_u
 
-ISAS = ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else [])
+ISAS = ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else []) + (["avx512"] if _C.rans_cpu_has_avx512() else [])
 
 
 @pytest.fixture(params=ISAS)
@@ -56,11 +56,25 @@ def test_long_stream_crosses_the_unchecked_loop(isa):
 
 
 def test_isa_switch_is_checked():
-    with pytest.raises(ValueError, match="'auto', 'scalar' or 'avx2'"):
+    with pytest.raises(ValueError, match="'auto', 'scalar', 'avx2' or 'avx512'"):
         _C.rans_set_isa("sse9")
     if not _C.rans_cpu_has_avx2():
         with pytest.raises(ValueError, match="no AVX2"):
             _C.rans_set_isa("avx2")
+    if not _C.rans_cpu_has_avx512():
+        with pytest.raises(ValueError, match="no AVX-512"):
+            _C.rans_set_isa("avx512")
+    prev = _C.rans_set_isa("auto")
+    try:  # auto is a SIMD loop the CPU has (AVX-512 only on Intel, where it was measured faster)
+        if not _C.rans_cpu_has_avx2():
+            assert _C.rans_isa() == "scalar"
+        elif not _C.rans_cpu_has_avx512():
+            assert _C.rans_isa() == "avx2"
+        else:
+            assert _C.rans_isa() in ("avx2", "avx512")
+        assert _C.rans_set_isa("scalar") == "auto" and _C.rans_isa() == "scalar"
+    finally:
+        _C.rans_set_isa(prev)
 
 
 def small_stream(lanes=8, n=300):
@@ -139,6 +153,24 @@ def test_rows_equal_decode_then_pack(isa, bits):
         for (r, c), g, w in zip(shapes, got, want):
             assert not isinstance(g, str), g
             assert g.shape == w.shape and np.array_equal(g, w), (r, c)
+
+
+def test_rows_interleave_up_to_eight_streams_of_different_lengths(isa):
+    # More 8-lane streams than one SIMD loop takes (AVX2: 4, AVX-512: 8), of different lengths
+    # and widths, so that groups form, shrink as streams end, and mix kernel and checked steps.
+    rng = np.random.default_rng(11)
+    cases = [(rows, 512, bits) for rows, bits in
+             zip((30, 31, 33, 40, 64, 17, 50, 45, 29, 61, 2), (6, 5, 7, 6, 8, 4, 6, 6, 3, 6, 6))]
+    jobs, want = [], []
+    for rows, cols, bits in cases:
+        q = laplace_int(rng, rows * cols, 2.0 ** (bits - 2), bits).reshape(rows, cols).astype(np.int8)
+        stream = _C.rans_encode((q.astype(np.int16) + 128).astype(np.uint8).ravel(), 0, 8)
+        jobs.append((stream, rows, cols, bits))
+        want.append(_C.qpack_rows(q, bits))
+    for threads in (1, 2):
+        for g, w in zip(_C.rans_decode_rows(jobs, threads=threads), want):
+            assert not isinstance(g, str), g
+            assert np.array_equal(g, w)
 
 
 def test_rows_report_each_broken_stream_and_decode_the_rest(isa):
