@@ -86,7 +86,6 @@ import base64
 import functools
 import importlib.util
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from golfpack.errors import GolfpackError
@@ -404,28 +403,12 @@ def self_extracting_script(include_eval: bool = False, include_cuda: bool = Fals
 
 
 def parse_code_bytes(text: str) -> int | str:
-    """`--code-bytes` value: a non-negative integral byte count ("31999", "12_000", "1.2e4") or "auto"."""
-    if not isinstance(text, str):
-        raise GolfpackError(f"--code-bytes: expected a byte count or 'auto', got {text!r}")
-    s = text.strip()
-    if s.lower() == "auto":
+    """`--code-bytes` value: "auto" or a byte count (golfpack.codec.cli.parse_bytes, the one parser)."""
+    from golfpack.codec.cli import parse_bytes
+
+    if isinstance(text, str) and text.strip().lower() == "auto":
         return "auto"
-    try:
-        float(s)  # Python's number syntax: 12_000 yes, 12__000 / _12 / 0x10 no
-        d = Decimal(s)
-    except (InvalidOperation, ValueError):
-        d = None
-    if d is None or not s or not d.is_finite():
-        raise GolfpackError(
-            f"--code-bytes: expected a non-negative integer byte count (e.g. 31999, 12_000, 1.2e4) "
-            f"or 'auto', got {text!r}")
-    if d.adjusted() > 15:
-        raise GolfpackError(f"--code-bytes: {text!r} is far above any byte budget")
-    if d != d.to_integral_value():
-        raise GolfpackError(f"--code-bytes: {text!r} is not a whole number of bytes")
-    if d < 0:
-        raise GolfpackError(f"--code-bytes: {text!r} is negative")
-    return int(d)
+    return parse_bytes(text, "--code-bytes")
 
 
 def main() -> None:
