@@ -2,6 +2,8 @@
 
     coders     raw, rans, rans_rc            the coders the artifact's streams use (rans_rc needs
                                              rans: its side streams are v1 rANS streams)
+    native                                   a C rANS loop compiled at run time (the numpy decoder
+                                             is always there, for machines without a compiler)
     shuffle                                  some float stream is byte-shuffled
     schemes    tensorscale, groupscale, lowrank   (int_rowscale and float are always there)
     model      bigram, smear, xsa, vres, ve, recur, parallel, gate, leaky, untied, softcap, ntk
@@ -21,7 +23,7 @@ EVAL_MODES = {"plain": "plain", "sliding": "sliding", "doc-aware": "doc"}
 TTT_METHODS = ("lora",)  # the exported runtime's TTT variants (golfpack eval also has phased, sgd, q)
 MODEL_FLAGS = ("bigram", "smear", "xsa", "vres", "ve", "recur", "parallel", "gate", "leaky", "untied", "softcap",
                "ntk")
-ALL_FLAGS = frozenset(RUNTIME_CODERS + ("shuffle", "tensorscale", "groupscale", "lowrank") + MODEL_FLAGS
+ALL_FLAGS = frozenset(RUNTIME_CODERS + ("native", "shuffle", "tensorscale", "groupscale", "lowrank") + MODEL_FLAGS
                       + tuple(EVAL_MODES.values()) + TTT_METHODS)
 
 
@@ -56,7 +58,7 @@ def run_flags(eval_mode: str, ttt: str | None) -> set[str]:
     return out
 
 
-def for_artifact(art, cfg: dict, eval_mode: str, ttt: str | None) -> frozenset[str]:
+def for_artifact(art, cfg: dict, eval_mode: str, ttt: str | None, native: bool = True) -> frozenset[str]:
     """Exactly what this parsed artifact (golfpack.codec.container.Artifact) needs."""
     flags = set(model_flags(cfg)) | run_flags(eval_mode, ttt)
     for t in art.tensors.values():
@@ -73,10 +75,12 @@ def for_artifact(art, cfg: dict, eval_mode: str, ttt: str | None) -> frozenset[s
             flags.add("lowrank")
     if "rans_rc" in flags:
         flags.add("rans")
+    if native and "rans" in flags:
+        flags.add("native")
     return frozenset(flags)
 
 
-def for_plan(cfg: dict, coders, lqer: bool, eval_mode: str, ttt: str | None) -> frozenset[str]:
+def for_plan(cfg: dict, coders, lqer: bool, eval_mode: str, ttt: str | None, native: bool = True) -> frozenset[str]:
     """Everything a planner with these coders (and LQER on or off) may write: its code-bytes bound."""
     bad = [c for c in coders if c not in RUNTIME_CODERS]
     if bad:
@@ -86,4 +90,6 @@ def for_plan(cfg: dict, coders, lqer: bool, eval_mode: str, ttt: str | None) -> 
         flags.add("lowrank")
     if "rans_rc" in flags:
         flags.add("rans")
+    if native and "rans" in flags:
+        flags.add("native")
     return frozenset(flags)

@@ -1,7 +1,7 @@
 """The exported script's decoder (golfpack/export/runtime/decode.py) against golfpack's own.
 
-The runtime is pure numpy/torch; these tests exec its complete source (every `#if` block) and
-check, for every coder (raw, rans, rans_rc), scheme (float, int_rowscale, int_tensorscale,
+The runtime is numpy/torch (plus a C loop it compiles when a compiler exists); these tests exec
+its complete source (every `#if` block), once per decoder path, and check, for every coder (raw, rans, rans_rc), scheme (float, int_rowscale, int_tensorscale,
 int_groupscale, LQER) and float stream type and transform, that it decodes artifacts to the
 tensors golfpack.codec decodes, bit for bit. A format change in either decoder fails here.
 """
@@ -19,10 +19,15 @@ from golfpack.export.needs import ALL_FLAGS
 from golfpack.export.script import Settings, script_source
 
 
-@pytest.fixture(scope="module")
-def rt():
+@pytest.fixture(scope="module", params=["native", "numpy"])
+def rt(request):
+    """The runtime, with its C loop (compiled by the system's cc) or its numpy decoder alone."""
     ns = {"__name__": "golfpack_runtime_under_test"}
     exec(compile(script_source(ALL_FLAGS, Settings()), "runtime", "exec"), ns)
+    if request.param == "numpy":
+        ns["NATIVE"][:] = [None]
+    elif ns["native"]() is None:
+        pytest.skip("no C compiler: the native rANS loop cannot be built here")
     return ns
 
 
@@ -162,3 +167,22 @@ def test_decoder_matches_golfpack_property(rt, seed, rows, cols, bits, coder, sp
                       {"symbols": EncodedStream(stt, coder, "none", encode_stream(q, stt, coder)),
                        "scales": _float_stream(rng, "float16", rows, "raw", "none")})
     _check(rt, [t])
+
+
+@pytest.mark.parametrize("coder", ["rans", "rans_rc"])
+@pytest.mark.parametrize("cut", ["drop_word", "extra_word"])
+def test_malformed_rans_payload_is_an_error(rt, tmp_path, coder, cut):
+    """A stream whose words do not match its symbols (CRC made valid): one clear error, either path."""
+    rng = np.random.default_rng(5)
+    stt = StreamType("int", 4000, 6, row_len=40)
+    q = np.clip(np.rint(rng.standard_normal(4000) * 9), -32, 31).astype(np.int8)
+    data = encode_stream(q, stt, coder)
+    data = data[:-4] if cut == "drop_word" else data + b"\x01\x02\x03\x04"
+    t = EncodedTensor("w", (100, 40), "float32", {"kind": "int_rowscale", "bits": 6},
+                      {"symbols": EncodedStream(stt, coder, "none", data),
+                       "scales": _float_stream(rng, "float16", 100, "raw", "none")})
+    p = tmp_path / "bad.gp"
+    p.write_bytes(build_artifact([t], manifest_coding=MANIFEST_LZMA))
+    man, pay = rt["read_artifact"](str(p))
+    with pytest.raises(rt["Bad"], match="rANS"):
+        rt["decode_tensors"](man, pay)

@@ -179,6 +179,68 @@ class RC:
 #endif
 
 
+#if native
+C_SOURCE = r'''#include <stdint.h>
+int dec(int64_t n, int64_t lanes, int64_t P, uint64_t *x, const uint32_t *w, int64_t nw, const uint8_t *tid,
+        const uint8_t *sym, const uint64_t *frq, const uint64_t *bias, uint8_t *out) {
+  uint64_t m = (1ull << P) - 1; int64_t k = 0, j = 0;
+  for (int64_t i = 0; i < n; i++, j = j + 1 == lanes ? 0 : j + 1) {
+    uint64_t g = ((uint64_t)tid[i] << P) + (x[j] & m);
+    out[i] = sym[g];
+    x[j] = frq[g] * (x[j] >> P) + bias[g];
+    if (x[j] < (1ull << 31)) { if (k == nw) return -1; x[j] = x[j] << 32 | w[k++]; }
+  }
+  return k == nw ? 0 : -1;
+}
+'''
+NATIVE = []
+
+
+def native():
+    """The C loop of RANS.md 2, compiled now with the system's C compiler (None: no compiler, or
+    EVAL_NATIVE=0), then the numpy decoder below does the work."""
+    if not NATIVE:
+        NATIVE.append(None)
+        if os.environ.get('EVAL_NATIVE', '1') != '0':
+            import ctypes, subprocess, tempfile
+            d = tempfile.mkdtemp()
+            src, so = os.path.join(d, 'rans.c'), os.path.join(d, 'rans.so')
+            with open(src, 'w') as f:
+                f.write(C_SOURCE)
+            try:
+                subprocess.run([os.environ.get('CC', 'cc'), '-O2', '-shared', '-fPIC', src, '-o', so], check=True,
+                               capture_output=True)
+                NATIVE[0] = ctypes.CDLL(so).dec
+                NATIVE[0].argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 8
+            except (OSError, subprocess.CalledProcessError):
+                pass
+    return NATIVE[0]
+
+
+def run_native(f, jobs):
+    outs = []
+    for j in jobs:
+        out = np.empty(j.count, np.uint8)
+        tid = j.tid if j.tid is not None else np.zeros(j.count, np.uint8)
+        t = [np.ascontiguousarray(np.concatenate(a)) for a in zip(*j.tabs)]
+        x, w = j.x.copy(), np.ascontiguousarray(j.w)
+        need(f(j.count, j.lanes, j.P, *(a.ctypes.data for a in (x, w)), len(w), tid.ctypes.data,
+               *(a.ctypes.data for a in t), out.ctypes.data) == 0,
+             f'{j.where}: rANS words do not match the symbols (stream ends early or has unread words)')
+        outs.append(out)
+    return outs
+#endif
+
+
+def decode_jobs(jobs):
+#if native
+    f = native()
+    if f is not None:
+        return run_native(f, jobs)
+#endif
+    return run_jobs(jobs)
+
+
 def run_jobs(jobs):
     """Decode every Job at once: one numpy step per round advances every lane of every stream.
 
@@ -214,12 +276,15 @@ def run_jobs(jobs):
     counts = np.array([j.count for j in jobs], np.int64)
     steps = (counts[J] - (PB - np.array(lane['t'])) + ST - 1) // ST  # symbols each lane decodes
     wp, wend = np.array(wlo, np.int64), np.array(whi, np.int64)
+    WORDS, top = np.r_[WORDS, np.uint64(0)], len(WORDS)  # a read past the end is caught below, not a crash
     r = 0
     for stop in np.unique(steps):
         act = np.flatnonzero(steps > r)  # job-major order is kept
         x, p, tb_, pb, st, jj = X[act], P[act].astype(np.uint64), TB[act], PB[act], ST[act], J[act]
         mask, pi = (np.uint64(1) << p) - np.uint64(1), P[act]
         first = np.flatnonzero(np.r_[True, jj[1:] != jj[:-1]])
+        last = np.r_[first[1:], len(jj)] - 1
+        lead = np.repeat(first, last - first + 1)  # each lane's first lane of its stream
         jobs_here = jj[first]
         for r in range(r, int(stop)):
             pos = pb + r * st
@@ -227,19 +292,18 @@ def run_jobs(jobs):
             OUT[pos] = SYM[g]
             x = FRQ[g] * (x >> p) + BIAS[g]
             nd = x < LOW
-            if nd.any():
-                c = np.cumsum(nd)
-                before = (c - nd)[first]
-                k = np.repeat(before, np.diff(np.r_[first, len(nd)]))
-                widx = wp[jj] + c - 1 - k
-                sel = np.flatnonzero(nd)
-                need((widx[sel] < wend[jj[sel]]).all(), f'{jobs[int(jj[sel[0]])].where}: rANS stream ends early')
-                x[sel] = (x[sel] << np.uint64(32)) | WORDS[widx[sel]]
-                wp[jobs_here] += np.add.reduceat(nd.astype(np.int64), first)
+            c = np.cumsum(nd)
+            sel = np.flatnonzero(nd)
+            # the k-th renormalizing lane of a stream takes that stream's k-th next word
+            base = c - nd  # renormalizing lanes before this one
+            x[sel] = (x[sel] << np.uint64(32)) | WORDS[np.minimum(wp[jj[sel]] + base[sel] - base[lead[sel]], top)]
+            wp[jobs_here] += c[last] - base[first]
         r = int(stop)
         X[act] = x
+    # A stream that read past its words has wp > wend.
     bad = np.flatnonzero(wp != wend)
-    need(not bad.size, f'{jobs[int(bad[0])].where if bad.size else ""}: unread rANS words')
+    need(not bad.size, f'{jobs[int(bad[0])].where if bad.size else ""}: rANS words do not match the symbols '
+                       f'(stream ends early or has unread words)')
     o = 0
     for q, j in enumerate(jobs):
         outs[q] = OUT[o:o + j.count]
@@ -285,15 +349,12 @@ def decode_tensors(man, pay):
 #endif
             else:
                 raise Bad(f'{where}: coder {c!r} is not in this script (export it with golfpack export)')
-    # Pass 1: plain streams and the side streams of every rans_rc stream; pass 2: rans_rc payloads.
-    side = [(k, i, v) for k, rc in rcs for i, v in enumerate(rc.sides)]
-    first = todo + [((k, i), v) for k, i, v in side if isinstance(v, Job)]
-    got = dict(zip([k for k, _ in first], run_jobs([v for _, v in first])))
-    done.update((k, got[k]) for k, _ in todo)
-    if rcs:
-        sides = {(k, i): (got[(k, i)] if isinstance(v, Job) else v) for k, i, v in side}
-        rjobs = [rc.job([sides[(k, i)] for i in range(4)]) for k, rc in rcs]
-        done.update(zip([k for k, _ in rcs], run_jobs(rjobs)))
+    # The side streams of every rans_rc stream first (short), then every payload in one pass.
+    side = [((k, i), v) for k, rc in rcs for i, v in enumerate(rc.sides)]
+    got = dict(zip([k for k, v in side if isinstance(v, Job)], decode_jobs([v for _, v in side if isinstance(v, Job)])))
+    sides = {k: got.get(k, v) for k, v in side}
+    todo += [(k, rc.job([sides[(k, i)] for i in range(4)])) for k, rc in rcs]
+    done.update(zip([k for k, _ in todo], decode_jobs([v for _, v in todo])))
     out = {}
     for t in man['tensors']:
         arrs = {}
