@@ -8,7 +8,9 @@
     schemes    tensorscale, groupscale, lowrank   (int_rowscale and float are always there)
     model      bigram, smear, xsa, vres, ve, recur, parallel, gate, leaky, untied, softcap, ntk
     eval       plain, sliding, doc            the evaluation mode(s) the script can run
-    ttt        lora                          score-first LoRA test-time training
+    ttt        lora, sgd, phased             score-first test-time training: lora (per-document LoRA),
+                                             sgd (full-parameter SGD on dense deltas: --ttt sgd and q),
+                                             phased (lora + sgd + the phase schedule)
 
 `for_artifact` reads them off an artifact; `for_plan` gives the superset a planner may produce
 with a set of allowed coders, so the code bytes it reserves before encoding are the size of a
@@ -20,11 +22,12 @@ from golfpack.errors import GolfpackError
 
 RUNTIME_CODERS = ("raw", "rans", "rans_rc")
 EVAL_MODES = {"plain": "plain", "sliding": "sliding", "doc-aware": "doc"}
-TTT_METHODS = ("lora",)  # the exported runtime's TTT variants (golfpack eval also has phased, sgd, q)
+# --ttt method -> the runtime blocks it needs (sgd and q share the full-parameter SGD block)
+TTT_FLAGS = {"lora": ("lora",), "sgd": ("sgd",), "q": ("sgd",), "phased": ("lora", "sgd", "phased")}
 MODEL_FLAGS = ("bigram", "smear", "xsa", "vres", "ve", "recur", "parallel", "gate", "leaky", "untied", "softcap",
                "ntk")
 ALL_FLAGS = frozenset(RUNTIME_CODERS + ("native", "shuffle", "tensorscale", "groupscale", "lowrank") + MODEL_FLAGS
-                      + tuple(EVAL_MODES.values()) + TTT_METHODS)
+                      + tuple(EVAL_MODES.values()) + ("lora", "sgd", "phased"))
 
 
 def model_flags(cfg: dict) -> set[str]:
@@ -51,10 +54,9 @@ def run_flags(eval_mode: str, ttt: str | None) -> set[str]:
         raise GolfpackError(f"--eval must be one of {', '.join(EVAL_MODES)}, got {eval_mode!r}")
     out = {EVAL_MODES[eval_mode]}
     if ttt is not None:
-        if ttt not in TTT_METHODS:
-            raise GolfpackError(f"the exported script runs TTT {', '.join(TTT_METHODS)}; --ttt {ttt} is not exported yet "
-                                f"(golfpack eval --ttt {ttt} runs it)")
-        out.add(ttt)
+        if ttt not in TTT_FLAGS:
+            raise GolfpackError(f"--ttt must be one of {', '.join(TTT_FLAGS)}, got {ttt!r}")
+        out.update(TTT_FLAGS[ttt])
     return out
 
 

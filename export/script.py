@@ -21,7 +21,7 @@ from golfpack.export.needs import ALL_FLAGS
 from golfpack.export.preprocess import flags_used, select
 
 # Concatenated in this order into one module.
-RUNTIME_FILES = ("decode.py", "model.py", "evaluate.py", "ttt_lora.py", "main.py")
+RUNTIME_FILES = ("decode.py", "model.py", "evaluate.py", "ttt.py", "main.py")
 STUB = "import lzma,base64;exec(lzma.decompress(base64.b85decode(b'{}')))\n"
 # With --train-script the eval side runs in a namespace of its own, after the user's code.
 STUB_APPENDED = ("import lzma,base64;exec(lzma.decompress(base64.b85decode(b'{}')),"

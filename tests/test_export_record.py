@@ -91,6 +91,31 @@ def test_lora_ttt_scores_like_golfpack_eval(tiny_artifact, data, tmp_path):
     assert abs(r.val_bpb - _reference(tiny_artifact, data, "sliding", ttt=True)) < 1e-6
 
 
+TTT_OVER = {"sgd": {"sgd_chunk_tokens": 300, "sgd_epochs": 2},
+            "q": {"sgd_chunk_tokens": 300},
+            "phased": {"doc_batch": 1, "prefix_docs": 3, "phases": 2, "sgd_batch": 2}}
+
+
+@pytest.mark.parametrize("method", ["sgd", "q", "phased"])
+def test_full_parameter_ttt_scores_like_golfpack_eval(tiny_artifact, data, tmp_path, method):
+    from golfpack.data.bytes import build_byte_tables
+    from golfpack.data.shards import read_shards
+    from golfpack.evaluate.packed_model import load_packed
+    from golfpack.evaluate.ttt import TTTConfig, evaluate_ttt
+
+    over = TTT_OVER[method]
+    cfg_p = tmp_path / "ttt.json"
+    cfg_p.write_text(json.dumps(over))
+    _, flags = _export(tiny_artifact, tmp_path / "rec", ttt=method, ttt_config=str(cfg_p))
+    assert "sgd" in flags
+    r = run_record(tmp_path / "rec", *data, max_tokens=2048, hide_golfpack=True, env={"EVAL_THREADS": 1})
+    assert r.returncode == 0, r.stderr
+    ref = evaluate_ttt(load_packed(tiny_artifact), read_shards([str(data[0])]), build_byte_tables(data[1], vocab_size=1024),
+                       TTTConfig.for_method(method, {**over, "context": 256, "chunk": 64}), max_tokens=2048)
+    assert ref.documents_adapted > 0
+    assert abs(r.val_bpb - ref.val_bpb) < 1e-6
+
+
 def test_hidden_golfpack_is_really_hidden(tmp_path):
     (tmp_path / "train_gpt.py").write_text("import golfpack\n")
     val = tmp_path / "v.bin"
@@ -160,7 +185,7 @@ def test_export_cli_writes_the_layout(tiny_artifact, tmp_path, capsys):
     assert sub["bytes_model"] == (out / "model.gp").stat().st_size
     assert sub["bytes_total"] == sub["bytes_code"] + sub["bytes_model"]
     assert golfpack_main(["export", str(tiny_artifact), "-o", str(out)]) == 2  # not empty: refused
-    assert golfpack_main(["export", str(tiny_artifact), "-o", str(tmp_path / "x"), "--ttt", "sgd"]) == 2
+    assert golfpack_main(["export", str(tiny_artifact), "-o", str(tmp_path / "x"), "--ttt-config", "x.json"]) == 2
 
 
 def test_train_script_is_kept_and_counted(tiny_artifact, data, tmp_path):

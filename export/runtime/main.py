@@ -47,13 +47,13 @@ def main():
     say(f'val_loader:shards pattern={pattern} tokens:{tok.size - 1}')
     L, S, bos = env('VAL_SEQ_LEN', SEQ), env('EVAL_STRIDE', STRIDE), env('BOS_ID', model.c['bos_id'])
     mode = os.environ.get('EVAL_MODE', MODE)
-#if lora
+#if lora|sgd
     if TTT is not None:
         need(world == 1, 'TTT runs in one process (golfpack eval --ttt does too)')
         cfg = dict(TTT)
         cfg['context'] = env('VAL_SEQ_LEN', cfg['context'])
         cfg['chunk'] = env('EVAL_STRIDE', cfg['chunk'])
-        say(f"ttt:lora context:{cfg['context']} chunk:{cfg['chunk']} rank:{cfg['rank']} lr:{cfg['lr']}")
+        say(f"ttt:{cfg['method']} context:{cfg['context']} chunk:{cfg['chunk']}")
         loss, bpb, n, nb = evaluate_ttt(model, tok, tabs, cfg, dev, amp, bos)
 #endif
     if TTT is None:
