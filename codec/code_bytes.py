@@ -1,4 +1,9 @@
-"""What `golfpack encode ... --code-bytes auto` counts: the compressed runtime source.
+"""An estimate of golfpack's whole decode + run source, compressed (`python -m golfpack.codec.code_bytes`).
+
+Note: `--code-bytes auto` no longer uses this module. It reserves the exact size of the record
+script `golfpack export` writes (golfpack.export.plan.reserve; issue 22), which carries only what
+one artifact needs and runs without golfpack. What follows counts golfpack's own package source
+(Python and C++) the same way, as a reference for what a record that shipped golfpack would cost.
 
 The challenge limit is code bytes + compressed model bytes <= 16,000,000. The
 code that counts is the source that must ship with the artifact to use it.
@@ -184,17 +189,9 @@ class CodeBytes:
 
 def minify_python(source: str, filename: str = "<source>") -> str:
     """Docstrings and comments dropped, layout normalized by ast.unparse; nothing renamed."""
-    tree = ast.parse(source, filename)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            # The docstring, and any string statement right after it (else that would become the docstring).
-            while (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                   and isinstance(body[0].value.value, str)):
-                del body[0]
-            if not body and not isinstance(node, ast.Module):
-                body.append(ast.Pass())
-    out = ast.unparse(tree)
+    from golfpack.export.minify import strip_docstrings
+
+    out = ast.unparse(strip_docstrings(ast.parse(source, filename)))
     return out + "\n" if out else ""
 
 

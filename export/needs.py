@@ -75,6 +75,11 @@ def for_artifact(art, cfg: dict, eval_mode: str, ttt: str | None, native: bool =
         flags |= {"int_tensorscale": {"tensorscale"}, "int_groupscale": {"groupscale"}}.get(kind, set())
         if "lowrank" in t.scheme:
             flags.add("lowrank")
+    return _closed(flags, native)
+
+
+def _closed(flags: set[str], native: bool) -> frozenset[str]:
+    """rans_rc's side streams need the v1 decoder; any rANS decoder gets the C loop unless refused."""
     if "rans_rc" in flags:
         flags.add("rans")
     if native and "rans" in flags:
@@ -90,8 +95,4 @@ def for_plan(cfg: dict, coders, lqer: bool, eval_mode: str, ttt: str | None, nat
     flags = set(model_flags(cfg)) | run_flags(eval_mode, ttt) | set(coders) | {"shuffle"}
     if lqer:
         flags.add("lowrank")
-    if "rans_rc" in flags:
-        flags.add("rans")
-    if native and "rans" in flags:
-        flags.add("native")
-    return frozenset(flags)
+    return _closed(flags, native)

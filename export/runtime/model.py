@@ -14,7 +14,8 @@ class Lin(nn.Module):
         self.in_features, self.out_features = k, n
         self.weight = nn.Parameter(torch.empty(n, k), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(n), requires_grad=False) if bias else None
-        self.A = self.B = None
+        self.register_buffer('A', None, persistent=False)  # LQER factors, set by build_model; follow .to(dev)
+        self.register_buffer('B', None, persistent=False)
 
     def forward(self, x):
         y = F.linear(x, self.weight.to(x.dtype))
