@@ -49,7 +49,7 @@ def outer():
     return [inner(i) for i in range(3)]
 
 
-RESULT = (compute([1, 4, 9, -1], scale=2.0, offset=1), outer())
+globals()['RESULT'] = (compute([1, 4, 9, -1], scale=2.0, offset=1), outer())  # a string key survives
 '''
 
 
