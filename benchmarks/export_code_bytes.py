@@ -4,7 +4,7 @@
 
 Each row builds the script for one set of runtime blocks (golfpack.export.needs) and reports the
 template source, the minified source, its LZMA stream and the file (base85 + stub). With
---artifact, the first rows are that artifact's own needs (sliding; sliding + LoRA TTT).
+--artifact, a first table gives the size of each record `golfpack export` writes for it.
 """
 from __future__ import annotations
 
@@ -33,15 +33,20 @@ def main() -> None:
     a = ap.parse_args()
     base = {"rans", "sliding", "softcap"}
     rows = []
-    if a.artifact:
-        from golfpack.codec.container import read_artifact
-        from golfpack.export import needs
-        from golfpack.export.record import model_config
+    if a.artifact:  # the records `golfpack export` writes for this artifact, byte for byte
+        from pathlib import Path
 
-        art = read_artifact(a.artifact)
-        cfg, _ = model_config(art)
-        rows.append(("this artifact's needs, sliding", needs.for_artifact(art, cfg, "sliding", None), None))
-        rows.append(("this artifact's needs, sliding + LoRA TTT", needs.for_artifact(art, cfg, "sliding", "lora"), TTT))
+        from golfpack.export.record import plan_record
+
+        data = Path(a.artifact).read_bytes()
+        print("| record of this artifact | train_gpt.py bytes | blocks |")
+        print("|---|---:|---|")
+        for label, kw in (("--eval sliding", {}), ("--eval plain", {"eval_mode": "plain"}),
+                          ("--eval doc-aware", {"eval_mode": "doc-aware"}), ("--ttt lora", {"ttt": "lora"}),
+                          ("--ttt sgd (or q)", {"ttt": "sgd"}), ("--ttt phased", {"ttt": "phased"})):
+            _, script, flags, _ = plan_record(data, **kw)
+            print(f"| {label} | {len(script):,} | {', '.join(sorted(flags))} |")
+        print()
     rows += [
         ("rans + sliding (smallest useful)", base, None),
         ("+ native C loop", base | {"native"}, None),
