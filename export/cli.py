@@ -21,6 +21,8 @@ def _add_run_options(p) -> None:
     p.add_argument("--ttt-config", default=None, metavar="TTT.json", help="TTTConfig overrides (evaluate/ttt_config.py)")
     p.add_argument("--train-script", default=None, metavar="FILE",
                    help="keep this training script as train_gpt.py and append the eval side (its bytes count)")
+    p.add_argument("--no-native", dest="native", action="store_false",
+                   help="leave the C rANS loop out of the script (about 800 bytes; it then decodes with numpy only)")
     p.add_argument("--force", action="store_true", help="replace the record files of a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print submission.json's content")
 
@@ -56,7 +58,7 @@ def cmd_export(args) -> int:
         raise GolfpackError(f"artifact not found: {src}")
     data, script, flags, st = plan_record(src.read_bytes(), eval_mode=args.eval, ttt=args.ttt,
                                           ttt_config=args.ttt_config, seq_len=args.seq_len, stride=args.stride,
-                                          train_script=_train_script(args))
+                                          train_script=_train_script(args), native=args.native)
     sub = write_record(args.output, data, script, flags, st, force=args.force)
     plan = sub["golfpack"]["planner"] or {}
     if plan.get("budget") and sub["bytes_total"] > plan["budget"] and not args.json:
@@ -94,10 +96,12 @@ def cmd_submit(args) -> int:
     cfg = planner_config_from_args(args, True, runtime_coders(coders_from_args(args)))
     cfg.manifest_coding = MANIFEST_LZMA
     opts = dict(eval_mode=args.eval, ttt=args.ttt, ttt_config=args.ttt_config, seq_len=args.seq_len,
-                stride=args.stride, train_script=train)
+                stride=args.stride, train_script=train, native=args.native)
     res0 = reserve(ck, cfg.coders, bool(cfg.lqer_ranks), **opts)
     say(f"code bytes reserved: {res0.code_bytes:,} (script for {', '.join(sorted(res0.flags))})")
     cal, _ = _calibration(args, ck, need=True)
+    if args.method == "gptq" and cal is None:
+        raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
     rules = spec.parse_rules(args.bits)
     items = build_items(ck, cal, cfg, rules, staged("candidates", not quiet))
     got = plan(ck, budget, cal, cfg, rules, res0.code_bytes, items=items)
@@ -105,13 +109,13 @@ def cmd_submit(args) -> int:
     # Second pass: the artifact's own needs may give a smaller script; plan again with its size,
     # and keep that plan only if it needs nothing more, so the reservation stays exact.
     art = parse_artifact(got.artifact)
-    own = _needs.for_artifact(art, res0.settings.config or art.config, args.eval, args.ttt)
+    own = _needs.for_artifact(art, res0.settings.config or art.config, args.eval, args.ttt, args.native)
     res1 = reserve(ck, cfg.coders, bool(cfg.lqer_ranks), flags=own, **opts)
     reserved = res0.code_bytes
     if res1.code_bytes < res0.code_bytes:
         again = plan(ck, budget, cal, cfg, rules, res1.code_bytes, items=items)
         if _needs.for_artifact(parse_artifact(again.artifact), res0.settings.config or art.config, args.eval,
-                               args.ttt) <= own:
+                               args.ttt, args.native) <= own:
             got, flags, reserved = again, own, res1.code_bytes
             say(f"code bytes of the artifact's own needs: {res1.code_bytes:,}; planned again")
     data, script, flags, st = plan_record(got.artifact, flags=flags, **opts)

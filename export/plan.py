@@ -41,10 +41,10 @@ def checkpoint_config(ck) -> tuple[dict, bool]:
 
 def reserve(ck, coders, lqer: bool, *, eval_mode: str = "sliding", ttt: str | None = None,
             ttt_config: str | None = None, seq_len: int | None = None, stride: int | None = None,
-            train_script: bytes | None = None, flags=None) -> Reservation:
+            train_script: bytes | None = None, flags=None, native: bool = True) -> Reservation:
     """The script of this plan's superset and its size (what --code-bytes auto reserves)."""
     cfg, carry = checkpoint_config(ck)
     settings = settings_for(eval_mode, seq_len, stride, ttt_settings(ttt, ttt_config, seq_len, stride),
                             cfg if carry else None)
-    fl = frozenset(flags) if flags is not None else _needs.for_plan(cfg, coders, lqer, eval_mode, ttt)
+    fl = frozenset(flags) if flags is not None else _needs.for_plan(cfg, coders, lqer, eval_mode, ttt, native)
     return Reservation(len(build_script(fl, settings, train_script)), fl, settings)

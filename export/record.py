@@ -99,11 +99,12 @@ def settings_for(eval_mode: str, seq_len: int | None, stride: int | None, ttt: d
 
 def plan_record(data: bytes, *, eval_mode: str = "sliding", ttt: str | None = None, ttt_config: str | None = None,
                 seq_len: int | None = None, stride: int | None = None, train_script: bytes | None = None,
-                flags=None):
+                flags=None, native: bool = True):
     """(artifact bytes as shipped, script bytes, flags, settings) without writing anything.
 
     `flags` (a planner's superset, needs.for_plan) replaces the artifact's own needs, so the script
-    is the one whose size the planner reserved; it must cover what the artifact needs."""
+    is the one whose size the planner reserved; it must cover what the artifact needs. native=False
+    leaves out the C rANS loop (the script then always decodes with numpy)."""
     from golfpack.codec.container import parse_artifact
 
     data = shippable(data)
@@ -111,7 +112,7 @@ def plan_record(data: bytes, *, eval_mode: str = "sliding", ttt: str | None = No
     cfg, carry = model_config(art)
     settings = settings_for(eval_mode, seq_len, stride, ttt_settings(ttt, ttt_config, seq_len, stride),
                             cfg if carry else None)
-    own = _needs.for_artifact(art, cfg, eval_mode, ttt)
+    own = _needs.for_artifact(art, cfg, eval_mode, ttt, native)
     if flags is None:
         flags = own
     elif not own <= frozenset(flags):
@@ -137,8 +138,8 @@ challenge's dependencies only (torch, numpy, sentencepiece; no golfpack, no pip 
 `{script}` is one line: `import lzma,base64;exec(lzma.decompress(base64.b85decode(b'...')))`. The
 payload is the evaluation program, minified (no docstrings or comments, short names) and
 LZMA-compressed, in base85. Its code carries only what this artifact needs: {flags}.
-It decodes `{artifact}` from beside itself (rANS streams by a vectorized numpy decoder; no
-compiler is needed), builds the model in torch and scores it by golfpack's rules ({mode}).
+It decodes `{artifact}` from beside itself ({decoder}), builds the model in torch and scores
+it by golfpack's rules ({mode}).
 
 The artifact holds {tensors} tensors, {params:,} parameters ({bpp:.3f} bits per parameter):
 a 28-byte header, a {manifest:,}-byte manifest (names, shapes, schemes, stream offsets and
@@ -177,7 +178,7 @@ def write_record(out: str | os.PathLike, data: bytes, script: bytes, flags, sett
     sub = {
         "name": (extra or {}).get("name") or "golfpack export",
         "blurb": f"golfpack artifact ({len(art.tensors)} tensors) scored by golfpack's exported evaluator "
-                 f"({settings.eval_mode}{', LoRA TTT' if settings.ttt else ''})",
+                 f"({settings.ttt['method'] + ' TTT' if settings.ttt else settings.eval_mode})",
         "bytes_total": len(script) + len(data),
         "bytes_code": len(script),
         "bytes_model": len(data),
@@ -202,7 +203,12 @@ def write_record(out: str | os.PathLike, data: bytes, script: bytes, flags, sett
     readme = README.format(
         name=sub["name"], version=golfpack.__version__, script=SCRIPT_NAME, artifact=ARTIFACT_NAME,
         code=len(script), model=len(data), total=sub["bytes_total"], flags=", ".join(sorted(flags)),
-        mode=settings.eval_mode + (", LoRA TTT" if settings.ttt else ""), tensors=len(art.tensors), params=params,
+        decoder=("rANS streams by a C loop the script compiles with the system's `cc` at run time, or by a "
+                 "vectorized numpy decoder where there is no compiler" if "native" in flags else
+                 "rANS streams by a vectorized numpy decoder; no compiler is needed"),
+        mode=(f"{settings.ttt['method']} test-time training, context {settings.ttt['context']}, chunk "
+              f"{settings.ttt['chunk']}" if settings.ttt else f"{settings.eval_mode} evaluation"),
+        tensors=len(art.tensors), params=params,
         bpp=8 * len(data) / max(params, 1), manifest=art.header_bytes - 28, payload=len(data) - art.header_bytes,
         coders=", ".join(coders), seq_len=settings.seq_len, stride=settings.stride)
     for name, blob in ((SCRIPT_NAME, script), (ARTIFACT_NAME, data), ("README.md", readme.encode()),

@@ -65,3 +65,16 @@ def test_unused_blocks_are_not_shipped():
     small = build_script({"rans", "sliding", "softcap"}, Settings())
     big = build_script({"rans", "rans_rc", "raw", "sliding", "softcap", "lowrank", "lora"}, Settings())
     assert len(small) < len(big)
+
+
+def test_no_native_leaves_the_c_loop_out(tiny_artifact):
+    from golfpack.export.record import plan_record
+
+    data = tiny_artifact.read_bytes()
+    from golfpack.export.script import script_source
+
+    _, with_c, flags, st = plan_record(data)
+    _, without, flags2, _ = plan_record(data, native=False)
+    assert "native" in flags and "native" not in flags2
+    assert "#include" in script_source(flags, st) and "#include" not in script_source(flags2, st)
+    assert len(without) < len(with_c)
