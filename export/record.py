@@ -156,7 +156,8 @@ Environment: `DATA_PATH` (a folder holding `fineweb_val_*.bin`), `TOKENIZER_PATH
 (default {seq_len}), `EVAL_STRIDE` (default {stride}), `EVAL_MAX_TOKENS` (score only the first N
 targets), `EVAL_MODE` (plain | sliding | doc-aware, among those the script carries), `EVAL_DEVICE`
 (cpu | cuda), `EVAL_PRECISION` (auto = bf16 autocast on CUDA | fp32 | bf16), `EVAL_BATCH`
-(windows per forward pass, default 16), `EVAL_DUMP` (write the per-target losses as .npy, for
+(windows per forward pass, default 16), `EVAL_NATIVE=0` (decode with numpy, no compiler),
+`EVAL_DUMP` (write the per-target losses as .npy, for
 `golfpack check`). The last line of the output is `val_loss:<float> val_bpb:<float>`; an error is
 one line on stderr and exit status 2.
 """
