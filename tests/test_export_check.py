@@ -62,10 +62,8 @@ def test_ttt_that_trains_before_scoring_fails(tiny_artifact, data, tmp_path):
         return src.replace("            sce = ce\n", CHEAT)
 
     rec = _record(tiny_artifact, tmp_path / "rec", ttt="lora", patch=cheat)
-    row = check_causal(rec, data[0], data[1], prefix=1024)
+    row = check_causal(rec, data[0], data[1], prefix=1024)  # the honest twin passes in the test above
     assert not row.ok and "train-before-score" in row.detail
-    honest = check_causal(_record(tiny_artifact, tmp_path / "ok", ttt="lora"), data[0], data[1], prefix=1024)
-    assert honest.ok, honest.detail
 
 
 def test_planted_validation_documents_fail(data, tmp_path):

@@ -93,7 +93,7 @@ def test_lora_ttt_scores_like_golfpack_eval(tiny_artifact, data, tmp_path):
 
 TTT_OVER = {"sgd": {"sgd_chunk_tokens": 300, "sgd_epochs": 2},
             "q": {"sgd_chunk_tokens": 300},
-            "phased": {"doc_batch": 1, "prefix_docs": 3, "phases": 2, "sgd_batch": 2}}
+            "phased": {"doc_batch": 1, "prefix_docs": 2, "phases": 2, "sgd_batch": 2}}
 
 
 @pytest.mark.parametrize("method", ["sgd", "q", "phased"])
@@ -108,10 +108,10 @@ def test_full_parameter_ttt_scores_like_golfpack_eval(tiny_artifact, data, tmp_p
     cfg_p.write_text(json.dumps(over))
     _, flags = _export(tiny_artifact, tmp_path / "rec", ttt=method, ttt_config=str(cfg_p))
     assert "sgd" in flags
-    r = run_record(tmp_path / "rec", *data, max_tokens=2048, hide_golfpack=True, env={"EVAL_THREADS": 1})
+    r = run_record(tmp_path / "rec", *data, max_tokens=MAX_TOKENS, hide_golfpack=True, env={"EVAL_THREADS": 1})
     assert r.returncode == 0, r.stderr
     ref = evaluate_ttt(load_packed(tiny_artifact), read_shards([str(data[0])]), build_byte_tables(data[1], vocab_size=1024),
-                       TTTConfig.for_method(method, {**over, "context": 256, "chunk": 64}), max_tokens=2048)
+                       TTTConfig.for_method(method, {**over, "context": 256, "chunk": 64}), max_tokens=MAX_TOKENS)
     assert ref.documents_adapted > 0
     assert abs(r.val_bpb - ref.val_bpb) < 1e-6
 
