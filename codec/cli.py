@@ -44,15 +44,28 @@ def h0_bytes(symbols: np.ndarray) -> float:
 
 
 def parse_bytes(text: str, what: str) -> int:
-    """A byte count from the command line: 16000000, 16_000_000, 1.6e7 (must be integral, >= 0)."""
-    t = str(text).strip().replace("_", "")
-    try:
-        v = float(t)
-    except ValueError:
-        raise GolfpackError(f"{what}: {text!r} is not a number of bytes") from None
-    if not math.isfinite(v) or v < 0 or v != int(v) or v > 2**53:
+    """A byte count from the command line: 16000000, 16_000_000, 1.6e7, +5 (integral, >= 0).
+
+    The one parser of byte counts (--budget, --budgets, --code-bytes, the demo's budgets): Python's
+    number syntax (12_000 yes; 12__000, _12, 0x10 no), read exactly as a decimal, so 1.6e7 is
+    16000000 and 1.2e0 is not a whole number of bytes. Errors start with `what`."""
+    from decimal import Decimal, InvalidOperation
+
+    s = text.strip() if isinstance(text, str) else None
+    d = None
+    if s:
+        try:
+            float(s)  # the syntax check: float() takes exactly Python's literal forms (and nan/inf)
+            d = Decimal(s)
+        except (InvalidOperation, ValueError):
+            d = None
+    if d is None or not d.is_finite():
+        raise GolfpackError(f"{what}: {text!r} is not a number of bytes")
+    if d.adjusted() > 15:
+        raise GolfpackError(f"{what}: {text!r} is far above any byte budget")
+    if d < 0 or d != d.to_integral_value():
         raise GolfpackError(f"{what}: {text!r} is not a whole, non-negative number of bytes")
-    return int(v)
+    return int(d)
 
 
 def _calibration(args, ck, need: bool):
@@ -161,14 +174,40 @@ def apply_lqer_args(cfg, args) -> None:
     cfg.lqer_ranks, cfg.lqer_bits = ranks, args.lqer_bits
 
 
-def code_bytes_from_args(args) -> int:
-    """--code-bytes N|auto (absent: 0)."""
+AUTO_CODE_BYTES = {"auto": None, "auto:lora": "lora"}  # --code-bytes value -> the exported script's TTT
+
+
+def auto_code_bytes(args) -> bool:
+    v = getattr(args, "code_bytes", None)
+    return v is not None and str(v).strip().lower() in AUTO_CODE_BYTES
+
+
+def runtime_coders(coders) -> tuple[str, ...]:
+    """The coders an exported record's script decodes: what --code-bytes auto plans with."""
+    from golfpack.codec.coders import CODERS
+    from golfpack.export.needs import RUNTIME_CODERS
+
+    if tuple(coders) == CODERS:  # the default: keep the ones the script decodes
+        return RUNTIME_CODERS
+    bad = [c for c in coders if c not in RUNTIME_CODERS]
+    if bad:
+        raise GolfpackError(f"--code-bytes auto plans for the exported script, which decodes {', '.join(RUNTIME_CODERS)}; "
+                            f"--coders has {', '.join(bad)}")
+    return tuple(coders)
+
+
+def code_bytes_from_args(args, ck=None, cfg=None) -> int:
+    """--code-bytes N|auto|auto:lora (absent: 0). auto = the size of the script `golfpack export` writes
+    for this plan (golfpack.export.plan.reserve: sliding eval; auto:lora with LoRA TTT)."""
     if args.code_bytes is None:
         return 0
-    if str(args.code_bytes).strip() == "auto":
-        from golfpack.codec.code_bytes import code_bytes_auto
+    if auto_code_bytes(args):
+        if ck is None or cfg is None:
+            raise GolfpackError("--code-bytes auto needs the checkpoint and the planner's settings")
+        from golfpack.export.plan import reserve
 
-        return code_bytes_auto().total
+        ttt = AUTO_CODE_BYTES[str(args.code_bytes).strip().lower()]
+        return reserve(ck, cfg.coders, bool(cfg.lqer_ranks), ttt=ttt).code_bytes
     return parse_bytes(args.code_bytes, "--code-bytes")
 
 
@@ -228,14 +267,20 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         from golfpack.codec.quant import ClipSpec
 
         cfg.clip = str(ClipSpec.parse(args.clip))
+    if auto_code_bytes(args):  # plan what an exported record ships: its script's coders, an LZMA manifest
+        from golfpack.codec.container import MANIFEST_LZMA
+
+        cfg.coders = runtime_coders(cfg.coders)
+        cfg.manifest_coding = MANIFEST_LZMA
     return cfg
 
 
 def add_planner_arguments(p) -> None:
     """Options shared by `encode` (lossy modes) and `rd`."""
-    p.add_argument("--code-bytes", default=None, metavar="N|auto",
-                   help="bytes of code counted against the budget (default 0); auto = the minified, compressed "
-                        "source golfpack needs to decode and run the model (golfpack.codec.code_bytes)")
+    p.add_argument("--code-bytes", default=None, metavar="N|auto|auto:lora",
+                   help="bytes of code counted against the budget (default 0); auto = the size of the train_gpt.py "
+                        "that `golfpack export` writes for this plan (sliding eval; auto:lora with LoRA TTT); it "
+                        "plans with the coders that script decodes (raw, rans, rans_rc) and an LZMA manifest")
     p.add_argument("--bits", default=None, metavar="SPEC",
                    help="per-tensor overrides, e.g. '6', 'mlp=5,attn=6,embed=8', 'attn=6:sdclip:13', 'embed=keep'; "
                         "encode without --budget: a fixed recipe (golfpack.codec.spec)")
@@ -274,9 +319,9 @@ def _encode_lossy(args, ck, coders):
     budget = parse_bytes(args.budget, "--budget") if args.budget is not None else None
     if budget is not None and budget < 1:
         raise GolfpackError("--budget must be at least 1 byte")
-    code_bytes = code_bytes_from_args(args)
     rules = spec.parse_rules(args.bits)
     cfg = planner_config_from_args(args, budget is not None, coders)
+    code_bytes = code_bytes_from_args(args, ck, cfg)
     cal, model = _calibration(args, ck, need=budget is not None or args.method == "gptq")
     if args.method == "gptq" and cal is None:
         raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")

@@ -1,4 +1,9 @@
-"""What `golfpack encode ... --code-bytes auto` counts: the compressed runtime source.
+"""An estimate of golfpack's whole decode + run source, compressed (`python -m golfpack.codec.code_bytes`).
+
+Note: `--code-bytes auto` no longer uses this module. It reserves the exact size of the record
+script `golfpack export` writes (golfpack.export.plan.reserve; issue 22), which carries only what
+one artifact needs and runs without golfpack. What follows counts golfpack's own package source
+(Python and C++) the same way, as a reference for what a record that shipped golfpack would cost.
 
 The challenge limit is code bytes + compressed model bytes <= 16,000,000. The
 code that counts is the source that must ship with the artifact to use it.
@@ -86,7 +91,6 @@ import base64
 import functools
 import importlib.util
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from golfpack.errors import GolfpackError
@@ -186,17 +190,9 @@ class CodeBytes:
 
 def minify_python(source: str, filename: str = "<source>") -> str:
     """Docstrings and comments dropped, layout normalized by ast.unparse; nothing renamed."""
-    tree = ast.parse(source, filename)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            # The docstring, and any string statement right after it (else that would become the docstring).
-            while (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                   and isinstance(body[0].value.value, str)):
-                del body[0]
-            if not body and not isinstance(node, ast.Module):
-                body.append(ast.Pass())
-    out = ast.unparse(tree)
+    from golfpack.export.minify import strip_docstrings
+
+    out = ast.unparse(strip_docstrings(ast.parse(source, filename)))
     return out + "\n" if out else ""
 
 
@@ -405,28 +401,12 @@ def self_extracting_script(include_eval: bool = False, include_cuda: bool = Fals
 
 
 def parse_code_bytes(text: str) -> int | str:
-    """`--code-bytes` value: a non-negative integral byte count ("31999", "12_000", "1.2e4") or "auto"."""
-    if not isinstance(text, str):
-        raise GolfpackError(f"--code-bytes: expected a byte count or 'auto', got {text!r}")
-    s = text.strip()
-    if s.lower() == "auto":
+    """`--code-bytes` value: "auto" or a byte count (golfpack.codec.cli.parse_bytes, the one parser)."""
+    from golfpack.codec.cli import parse_bytes
+
+    if isinstance(text, str) and text.strip().lower() == "auto":
         return "auto"
-    try:
-        float(s)  # Python's number syntax: 12_000 yes, 12__000 / _12 / 0x10 no
-        d = Decimal(s)
-    except (InvalidOperation, ValueError):
-        d = None
-    if d is None or not s or not d.is_finite():
-        raise GolfpackError(
-            f"--code-bytes: expected a non-negative integer byte count (e.g. 31999, 12_000, 1.2e4) "
-            f"or 'auto', got {text!r}")
-    if d.adjusted() > 15:
-        raise GolfpackError(f"--code-bytes: {text!r} is far above any byte budget")
-    if d != d.to_integral_value():
-        raise GolfpackError(f"--code-bytes: {text!r} is not a whole number of bytes")
-    if d < 0:
-        raise GolfpackError(f"--code-bytes: {text!r} is negative")
-    return int(d)
+    return parse_bytes(text, "--code-bytes")
 
 
 def main() -> None:

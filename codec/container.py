@@ -31,7 +31,9 @@ MAGIC = b"GOLFPACK"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<8sHHBBHIII")  # magic, version, flags, manifest_coding, reserved u8, reserved u16, stored, raw, crc
 HEADER_SIZE = HEADER.size  # 28
-MANIFEST_RAW, MANIFEST_ZSTD = 0, 1
+MANIFEST_RAW, MANIFEST_ZSTD, MANIFEST_LZMA = 0, 1, 2
+# LZMA ("alone" format, preset 9e): what an exported record writes, since Python's standard
+# library decodes it (the challenge's machines have no zstandard; golfpack.export).
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_TENSORS = 1 << 20
 MAX_NDIM = 8
@@ -350,7 +352,16 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
     raw = _canonical_json(manifest)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise GolfpackError(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-    stored = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw) if manifest_coding else raw
+    if manifest_coding == MANIFEST_ZSTD:
+        stored = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw)
+    elif manifest_coding == MANIFEST_LZMA:
+        import lzma
+
+        stored = lzma.compress(raw, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
+    elif manifest_coding == MANIFEST_RAW:
+        stored = raw
+    else:
+        raise GolfpackError(f"unknown manifest coding {manifest_coding}")
     head = HEADER.pack(MAGIC, FORMAT_VERSION, 0, manifest_coding, 0, 0, len(stored), len(raw), 0)[:-4]
     crc = zlib.crc32(stored, zlib.crc32(head))
     return head + struct.pack("<I", crc) + stored + b"".join(blobs)
@@ -440,6 +451,20 @@ def _parse_tensor(d, payload_len: int) -> TensorEntry:
     return TensorEntry(name, tuple(shape), d["dtype"], scheme, streams, meta)
 
 
+def _bounded_lzma(data: bytes, size: int) -> bytes:
+    """An LZMA "alone" stream that decodes to exactly `size` bytes (it stops one byte past)."""
+    import lzma
+
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE)
+    try:
+        out = d.decompress(data, max_length=size + 1)
+    except lzma.LZMAError as e:
+        raise FormatError(f"manifest: lzma stream is corrupt ({e})") from None
+    _req(len(out) == size and d.eof and not d.unused_data,
+         f"manifest: lzma stream does not decode to exactly the {size} bytes the header announces")
+    return out
+
+
 def parse_artifact(buf: bytes | memoryview) -> Artifact:
     """Parse artifact bytes (see FORMAT.md). Streams decode lazily; each checks its CRC."""
     mv = memoryview(buf)
@@ -453,7 +478,7 @@ def parse_artifact(buf: bytes | memoryview) -> Artifact:
             + (" (written by a newer golfpack; upgrade)" if version > FORMAT_VERSION else "")
         )
     _req(flags == 0 and r1 == 0 and r2 == 0, f"header: flags/reserved fields must be 0 in version {FORMAT_VERSION}")
-    _req(coding in (MANIFEST_RAW, MANIFEST_ZSTD), f"header: unknown manifest coding {coding}")
+    _req(coding in (MANIFEST_RAW, MANIFEST_ZSTD, MANIFEST_LZMA), f"header: unknown manifest coding {coding}")
     _req(raw <= MAX_MANIFEST_BYTES, f"header: manifest size {raw} exceeds the {MAX_MANIFEST_BYTES}-byte limit")
     _req(HEADER_SIZE + stored <= n, f"truncated: header announces a {stored}-byte manifest, file has {n - HEADER_SIZE} bytes after the header")
     stored_b = bytes(mv[HEADER_SIZE : HEADER_SIZE + stored])
@@ -465,6 +490,8 @@ def parse_artifact(buf: bytes | memoryview) -> Artifact:
             text = _bounded_zstd(stored_b, raw)
         except FormatError as e:
             raise FormatError(f"manifest: {e}") from None
+    elif coding == MANIFEST_LZMA:
+        text = _bounded_lzma(stored_b, raw)
     else:
         _req(stored == raw, "header: raw manifest sizes disagree")
         text = stored_b

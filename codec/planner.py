@@ -72,6 +72,9 @@ class PlannerConfig:
     max_iters: int = 10
     coders: tuple[str, ...] = CODERS
     jobs: int | None = None
+    # FORMAT.md manifest coding of the artifacts written; an exported record uses 2 (LZMA, which
+    # the challenge's Python decodes), so the bytes planned are the bytes shipped (golfpack.export).
+    manifest_coding: int = 1
     gptq_damp: float = 0.01
     gptq_block: int = 128
     gptq_act_order: bool = True
@@ -408,7 +411,7 @@ class _Encoder:
             for (i, c), et in zip(todo, encode_plan(plans, self.cfg.coders, self.cfg.jobs, metas)):
                 self.cache[(i, id(c))] = et
         tensors = [self.cache[(i, id(c))] for i, c in enumerate(chosen)]
-        return build_artifact(tensors, config=self.config, source=self.source)
+        return build_artifact(tensors, config=self.config, source=self.source, manifest_coding=self.cfg.manifest_coding)
 
     def stream_bytes(self, i: int, c: Candidate) -> int:
         """Bytes of the streams the container stores for item i's candidate c (after encode())."""

@@ -116,7 +116,6 @@ def run_rd(args: argparse.Namespace) -> int:
         raise GolfpackError(f"--out-dir {out_dir} is not a directory")
     src_bytes = src.stat().st_size if src.is_file() else None
     budgets = parse_budgets(args.budgets, src_bytes)
-    code_bytes = code_bytes_from_args(args)
     cfg = planner_config_from_args(args, budgeted=True)
     for p, what in ((args.tokenizer, "tokenizer"),):
         if not Path(p).is_file():
@@ -124,6 +123,7 @@ def run_rd(args: argparse.Namespace) -> int:
     sp = load_sentencepiece(args.tokenizer)
     tokens = read_shards(args.val)
     ck = read_checkpoint(src)
+    code_bytes = code_bytes_from_args(args, ck, cfg)
     rules = spec.parse_rules(args.bits)
     cal, ref_model = _calibration(args, ck, need=True)
     say = (lambda m: None) if args.json or args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))

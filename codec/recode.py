@@ -31,7 +31,7 @@ def stream_row_length(t, role: str) -> int:
     return 0
 
 
-def recode(art: Artifact, coders=CODERS, jobs: int | None = None) -> bytes:
+def recode(art: Artifact, coders=CODERS, jobs: int | None = None, manifest_coding: int = 1) -> bytes:
     """The artifact's tensors with every stream re-coded by the smallest allowed coder."""
     check_coders(coders)
     work = [(name, role) for name, t in art.tensors.items() for role in t.streams]
@@ -49,4 +49,4 @@ def recode(art: Artifact, coders=CODERS, jobs: int | None = None) -> bytes:
         done = dict(ex.map(run, work))
     tensors = [EncodedTensor(name, tuple(t.shape), t.dtype, t.scheme, {r: done[(name, r)] for r in t.streams},
                              dict(t.meta)) for name, t in art.tensors.items()]
-    return build_artifact(tensors, config=art.config, source=art.source)
+    return build_artifact(tensors, config=art.config, source=art.source, manifest_coding=manifest_coding)

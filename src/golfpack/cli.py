@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "golfpack.train.cli",  # train
     "golfpack.evaluate.cli",  # eval
     "golfpack.bench.cli",  # bench entropy | decode | eval | peers
+    "golfpack.export.cli",  # export | submit | check (record folders)
     "golfpack.demo",  # demo (the README's main command)
 )
 
