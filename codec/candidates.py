@@ -92,6 +92,7 @@ class Candidate:
     est_bytes: int
     q: object = None  # codec.quant.QuantResult (quantized choices)
     lowrank: object = None  # codec.lqer.LowRank
+    values: object = None  # float choices: the tensor to store instead of the source's (codec.tune)
 
 
 def rans_bytes(symbols: torch.Tensor) -> int:

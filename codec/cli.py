@@ -98,7 +98,8 @@ def _calibration(args, ck, need: bool):
         src = "sampled from the model itself" if which == "self" else f"from {which}"
         print(f"calibrating on {n} x {T} tokens {src} ...", file=sys.stderr, flush=True)
     shard = None if which == "self" else which
-    return C.calibrate(model, shard=shard, n_seqs=n, seq_len=T, seed=args.seed), model
+    return C.calibrate(model, shard=shard, n_seqs=n, seq_len=T, seed=args.seed,
+                       device=check_device(getattr(args, "device", None))), model
 
 
 def cmd_encode(args) -> int:
@@ -146,7 +147,8 @@ def cmd_encode(args) -> int:
     }
     if plan_report is not None:
         for k in ("budget", "within_budget", "within_tolerance", "fill", "budget_exceeds_need", "method", "predicted_dloss",
-                  "predicted_dloss_first_order", "measured_dloss", "calibration", "iterations"):
+                  "predicted_dloss_first_order", "measured_dloss", "calibration", "iterations", "stage_seconds",
+                  "tune"):
             if k in plan_report:
                 report[k] = plan_report[k]
         report["plan"] = plan_report["tensors"]
@@ -263,6 +265,15 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         cfg.rate_mults = parse_rate_mults(args.rate_mults)
     if not budgeted:
         cfg.clip_mults = (1.0,)
+    if getattr(args, "tune_epochs", None) is not None:
+        if not args.tune_epochs >= 0:
+            raise GolfpackError(f"--tune-epochs must be >= 0, got {args.tune_epochs}")
+        cfg.tune_epochs = float(args.tune_epochs)
+    if getattr(args, "tune_lr", None) is not None:
+        if not args.tune_lr > 0:
+            raise GolfpackError(f"--tune-lr must be > 0, got {args.tune_lr}")
+        cfg.tune_lr = float(args.tune_lr)
+    cfg.device = check_device(getattr(args, "device", None))
     if args.clip:
         from golfpack.codec.quant import ClipSpec
 
@@ -273,6 +284,26 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         cfg.coders = runtime_coders(cfg.coders)
         cfg.manifest_coding = MANIFEST_LZMA
     return cfg
+
+
+def check_device(dev: str | None) -> str | None:
+    """None (CPU) or a torch device string that exists on this machine, checked before any work."""
+    if dev is None or dev == "cpu":
+        return None
+    import torch
+
+    try:
+        d = torch.device(dev)
+    except (RuntimeError, ValueError):
+        raise GolfpackError(f"--device {dev!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GolfpackError(f"--device {dev}: no CUDA device is available on this machine")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise GolfpackError(f"--device {dev}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif d.type != "cpu":
+        raise GolfpackError(f"--device {dev}: only cpu and cuda are supported")
+    return str(d)
 
 
 def add_planner_arguments(p) -> None:
@@ -307,6 +338,13 @@ def add_planner_arguments(p) -> None:
                         "its hull slope times each of these, e.g. 0.5,1,2 (default: none)")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="land within this fraction below the budget (default 0.005)")
+    p.add_argument("--tune-epochs", type=float, default=None, metavar="E",
+                   help="distill the plan's scales and float tensors toward the float model for E epochs over the "
+                        "calibration tokens (golfpack.codec.tune; default 4, 0: off)")
+    p.add_argument("--tune-lr", type=float, default=None, metavar="LR", help="Adam learning rate of tuning (default 1e-3)")
+    if "--device" not in p._option_string_actions:  # a command may define its own (submit: one device for all)
+        p.add_argument("--device", default=None, metavar="DEV",
+                       help="where calibration, GPTQ and tuning run, e.g. cuda or cuda:1 (default cpu)")
 
 
 def _encode_lossy(args, ck, coders):
@@ -327,11 +365,17 @@ def _encode_lossy(args, ck, coders):
         raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
     log = None if args.quiet or args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     res = plan(ck, budget, cal, cfg, rules, code_bytes, progress=staged("candidates", not args.quiet and not args.json),
-               log=log)
+               log=log, teacher=model)
     if cal is not None:
+        import time
+
+        stages = res.report.setdefault("stage_seconds", {})
+        stages["calibration"] = round(cal.seconds, 2)
+        t0 = time.perf_counter()
         # the check the planner's prediction is held to: measured loss change on the calibration tokens
         sd = {k: v.float() for k, v in parse_artifact(res.artifact).state_dict().items()}
         res.report["measured_dloss"] = measure_with(model, cal.seqs, sd) - cal.base_loss
+        stages["check"] = round(time.perf_counter() - t0, 2)
     return res.artifact, res.report, code_bytes
 
 

@@ -31,7 +31,7 @@ path from artifact bytes to a model that produces logits, dense
   ones included) in the listed files, so it cannot silently go stale.
 * C++, `NATIVE_SOURCES`: every source of the native extension `golfpack._C`
   (csrc/*.cpp and csrc/*.h: bit-packing and rANS for decoding, the
-  dequant-matmul for packed layers, module.cpp). All of them are compiled into
+  dequant-matmul for packed layers, the encoder's GPTQ column loop, module.cpp). All of them are compiled into
   the one extension the runtime imports. The CUDA kernels (csrc/cuda/) are
   counted only with `include_cuda=True`.
 
@@ -137,6 +137,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "csrc/rans_rows.cpp",
     "csrc/rans_ctx.cpp",
     "csrc/crc32.cpp",
+    "csrc/gptq.cpp",
     "csrc/qmatmul.h",
     "csrc/qmatmul.cpp",
     "csrc/qmatmul_small.h",

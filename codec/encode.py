@@ -79,21 +79,40 @@ def check_coders(coders) -> None:
         raise GolfpackError(f"unknown coder(s) {bad} (choose from {', '.join(CODERS)})")
 
 
-def encode_plan(plan: list, coders=CODERS, jobs: int | None = None, metas: list | None = None) -> list[EncodedTensor]:
-    """Entropy-code planned tensors: each stream gets the smallest allowed coder (threads in parallel)."""
+def _stream_key(st: StreamType, vals: np.ndarray, coders) -> tuple:
+    import hashlib
+
+    digest = hashlib.blake2b(np.ascontiguousarray(vals).view(np.uint8).reshape(-1), digest_size=16).digest()
+    return (st, vals.dtype.str, tuple(coders), digest)
+
+
+def encode_plan(plan: list, coders=CODERS, jobs: int | None = None, metas: list | None = None,
+                cache: dict | None = None) -> list[EncodedTensor]:
+    """Entropy-code planned tensors: each stream gets the smallest allowed coder (threads in parallel).
+
+    cache: a dict kept by the caller across calls, mapping a stream's type, values and coders to
+    its encoding, so identical streams are coded once (the coders are deterministic)."""
     work = [(i, role, st, vals) for i, (_, _, _, _, streams) in enumerate(plan) for role, (st, vals) in streams.items()]
+    keys = [_stream_key(st, vals, coders) for _, _, st, vals in work] if cache is not None else None
 
     def run(item):
         i, role, st, vals = item
         coder, tf, data = best_encoding(vals, st, coders)
         return i, role, EncodedStream(st, coder, tf, data)
 
+    todo = [w for k, w in enumerate(work) if cache is None or keys[k] not in cache]
     jobs = jobs or min(8, os.cpu_count() or 1)
     # zstd, brotli and the rANS coder release the GIL, so threads give real parallelism.
     with ThreadPoolExecutor(max_workers=jobs) as ex:
-        results = list(ex.map(run, work))
+        fresh = {(i, role): es for i, role, es in ex.map(run, todo)}
     encoded = [dict() for _ in plan]
-    for i, role, es in results:
+    for k, (i, role, st, vals) in enumerate(work):
+        if (i, role) in fresh:
+            es = fresh[(i, role)]
+            if cache is not None:
+                cache[keys[k]] = es
+        else:
+            es = cache[keys[k]]
         encoded[i][role] = es
     return [EncodedTensor(name, shape, dtype, scheme, encoded[i], (metas[i] if metas else None) or {})
             for i, (name, shape, dtype, scheme, _) in enumerate(plan)]

@@ -66,6 +66,9 @@ class PlannerConfig:
     # float32 tensors the planner stores as floats (control vectors) may be stored as float16 where
     # the calibration's diagonal Fisher says the rounding is worth its bytes
     float16_floats: bool = True
+    # distillation of the chosen plan's scales and float tensors (codec.tune); 0 epochs: none
+    tune_epochs: float = 4.0
+    tune_lr: float = 1e-3
     device: str | None = None  # where GPTQ's column loop runs (None: CPU)
     min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
     tolerance: float = 0.005
@@ -262,9 +265,18 @@ def _hull_slopes(hull: list[Candidate]):
     return out
 
 
-def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[Item]:
-    """Candidates for every tensor of the checkpoint, in source order."""
+def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None, timings: dict | None = None) -> list[Item]:
+    """Candidates for every tensor of the checkpoint, in source order. timings (a dict) receives the
+    seconds of each stage of candidate generation."""
     from golfpack.codec import spec
+
+    clock = [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[stage] = round(timings.get(stage, 0.0) + now - clock[0], 2)
+        clock[0] = now
 
     items: list[Item] = []
     gens: list[tuple[int, TensorCandidates, object]] = []
@@ -296,6 +308,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
         items.append(Item(name, tuple(w.shape), dtype, []))
         gens.append((len(items) - 1, g, rule))
     total = len(gens)
+    lap("setup")
     kappa = _kappa([g for _, g, _ in gens])
     for _, g, _ in gens:
         if g.stats is None:
@@ -314,6 +327,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
         survivors[i] = specs
         if progress:
             progress("rtn", k + 1, total)
+    lap("rtn")
     # Stage 2: GPTQ on every surviving spec, one batched call per tensor.
     for k, (i, g, rule) in enumerate(gens):
         if cfg.method == "gptq" and g.stats is not None and g.stats.H is not None:
@@ -324,6 +338,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
                 g.cands = [c for c in g.cands if c.choice.method == "gptq"]
         if progress:
             progress("gptq" if cfg.method == "gptq" else "hull", k + 1, total)
+    lap("gptq")
     # Stage 2b: rate-aware rounding of the hull, each at the price of a bit where it sits.
     if cfg.rate_mults:
         for k, (i, g, rule) in enumerate(gens):
@@ -334,6 +349,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
                     g.add_rate_aware(c, lam * m)
             if progress:
                 progress("rate", k + 1, total)
+        lap("rate")
     # Stage 3: LQER and pruning variants of the hull.
     for k, (i, g, rule) in enumerate(gens):
         hull = lower_hull(g.cands)
@@ -351,6 +367,7 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None) -> list[
                     g.add_pruned(c, pm1 * rel)
         if progress:
             progress("lqer+prune", k + 1, total)
+    lap("lqer+prune")
     for i, g, rule in gens:
         items[i].cands = g.cands
         if rule is None:  # storing the source exactly (its int8 symbols, or its floats) is always allowed
@@ -368,7 +385,7 @@ def _tensor_plan(ck, item: Item, cand: Candidate):
     if ch.method == "keep":
         return lossless_tensor(ck, item.name), {}
     if ch.method in ("float", "float16"):
-        t = _source_tensor(ck, item.name)
+        t = _source_tensor(ck, item.name) if cand.values is None else cand.values
         st_kind, vals = _float_values(t.to(torch.float16) if ch.method == "float16" else t)
         return (item.name, item.shape, item.dtype, {"kind": "float"},
                 {"data": (StreamType(st_kind, vals.size), vals)}), {"choice": ch.to_json()}
@@ -399,6 +416,9 @@ class _Encoder:
         self.ck, self.items, self.cfg = ck, items, cfg
         self.config, self.source = config, source
         self.cache: dict[tuple[int, int], object] = {}
+        # stream encodings by content: a candidate that only changes its scales (codec.tune) does
+        # not pay for coding its symbols again
+        self.streams: dict = {}
 
     def encode(self, chosen: list[Candidate]) -> bytes:
         todo = [(i, c) for i, c in enumerate(chosen) if (i, id(c)) not in self.cache]
@@ -408,7 +428,8 @@ class _Encoder:
                 p, m = _tensor_plan(self.ck, self.items[i], c)
                 plans.append(p)
                 metas.append(m)
-            for (i, c), et in zip(todo, encode_plan(plans, self.cfg.coders, self.cfg.jobs, metas)):
+            for (i, c), et in zip(todo, encode_plan(plans, self.cfg.coders, self.cfg.jobs, metas,
+                                                    cache=self.streams)):
                 self.cache[(i, id(c))] = et
         tensors = [self.cache[(i, id(c))] for i, c in enumerate(chosen)]
         return build_artifact(tensors, config=self.config, source=self.source, manifest_coding=self.cfg.manifest_coding)
@@ -422,10 +443,13 @@ class _Encoder:
 
 
 def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, rules=(), code_bytes: int = 0,
-         progress=None, log=None, items: list[Item] | None = None) -> PlanResult:
+         progress=None, log=None, items: list[Item] | None = None, teacher=None) -> PlanResult:
     """Plan, quantize and encode `ck` so that artifact bytes + code_bytes <= budget (see module doc).
 
     `items` (from build_items with the same calib, cfg and rules) skips candidate generation.
+    With cfg.tune_epochs > 0 and calibration, the chosen plan's scales and float tensors are then
+    distilled toward the float model (codec.tune; `teacher` is that model, built from ck if None)
+    and kept if that lowers the held-out KL and still fits the budget.
 
     budget None: no search; every tensor takes its most accurate candidate (a fixed recipe given by
     `rules`, e.g. "--bits 6", with the base clip and no LQER or pruning unless cfg asks for them)."""
@@ -440,8 +464,9 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     if budget is not None and code_bytes >= budget:
         raise GolfpackError(f"code bytes ({code_bytes:,}) leave nothing of the {budget:,}-byte budget")
     t0 = time.perf_counter()
+    cand_stages: dict = {}
     if items is None:  # candidates do not depend on the budget: a sweep builds them once (codec.rd)
-        items = build_items(ck, calib, cfg, rules, progress)
+        items = build_items(ck, calib, cfg, rules, progress, cand_stages)
     t_cands = time.perf_counter() - t0
     source = {"format": ck.source_format, "params": ck.num_params(),
               "planner": {"budget": budget, "code_bytes": code_bytes, "method": cfg.method}}
@@ -517,8 +542,24 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
             f"cannot fit the budget of {budget:,} bytes: the smallest plan measured {history[-1]['total_bytes']:,} "
             f"bytes (code bytes {code_bytes:,} included)")
     total, data, chosen = best
+    t_plan = time.perf_counter()
+    tune_report = None
+    if cfg.tune_epochs > 0 and calib is not None:
+        tuned, tune_report = _tune_stage(ck, items, chosen, calib, cfg, teacher, progress, log)
+        if tuned is not None:
+            data2 = enc.encode(tuned)
+            total2 = len(data2) + code_bytes
+            tune_report["total_bytes"] = total2
+            if total2 <= budget:
+                total, data, chosen = total2, data2, tuned
+                tune_report["accepted"] = True
+            else:
+                tune_report["reason"] = f"the tuned artifact is {total2 - budget:,} bytes over the budget"
     report = _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_cands,
                      time.perf_counter() - t0, max_est)
+    report["stage_seconds"] = {"candidates": round(t_cands, 2), **{f"candidates.{k}": v for k, v in cand_stages.items()},
+                               "plan": round(t_plan - t0 - t_cands, 2), "tune": round(time.perf_counter() - t_plan, 2)}
+    report["tune"] = tune_report
     best_dloss = [min(c.dloss for c in it.cands) for it in items]
     saturated = all(c.dloss <= b for c, b in zip(chosen, best_dloss))
     report["within_tolerance"] = bool(lo_ok <= total <= budget)
@@ -526,6 +567,75 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     # candidate), as opposed to candidate steps too coarse for the window (small models).
     report["budget_exceeds_need"] = bool(total < lo_ok and saturated)
     return PlanResult(data, report)
+
+
+def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress, log):
+    """(tuned candidates or None, report) for codec.tune on the chosen plan."""
+    from golfpack.codec.quant import QuantResult
+    from golfpack.codec.tune import TuneConfig, stored_scales, tune
+
+    tcfg = TuneConfig(epochs=cfg.tune_epochs, lr=cfg.tune_lr, device=cfg.device)
+    rep = {"epochs": cfg.tune_epochs, "lr": cfg.tune_lr, "accepted": False}
+    if calib.seqs.shape[0] < 2:
+        rep["reason"] = "fewer than 2 calibration sequences"
+        return None, rep
+    if teacher is None:
+        from golfpack.model.load import from_state_dict
+
+        try:
+            teacher = from_state_dict(ck.state_dict(), ck.config)
+        except GolfpackError as e:
+            rep["reason"] = f"no golfpack model for this checkpoint ({e})"
+            return None, rep
+    quantized, floats, frozen = {}, {}, {}
+    for it, c in zip(items, chosen):
+        if c.q is not None:
+            low = None if c.lowrank is None else c.lowrank.product()
+            quantized[it.name] = (c.q.symbols, c.q.scales, low, c.q.group, it.shape)
+        elif c.choice.method in ("keep", "float", "float16") and it.name in ck.floats \
+                and ck.floats[it.name].is_floating_point():
+            floats[it.name] = (c.values if c.values is not None else _source_tensor(ck, it.name)).to(torch.float32)
+        else:  # a quantized source kept exact: its decoded values, untouched
+            frozen[it.name] = _source_tensor(ck, it.name).to(torch.float32)
+    say = (lambda k, n: progress("tune", k, n)) if progress else None
+    try:
+        res = tune(teacher, quantized, floats, frozen, calib.seqs, tcfg, progress=say)
+    except GolfpackError as e:
+        rep["reason"] = str(e)
+        return None, rep
+    rep.update({"steps": res.steps, "kl_before": res.kl_before, "kl_after": res.kl_after,
+                "seconds": round(res.seconds, 2)})
+    if log:
+        log(f"tune: held-out KL {res.kl_before:.5f} -> {res.kl_after:.5f} in {res.steps} steps ({res.seconds:.0f} s)")
+    if not res.improved:
+        rep["reason"] = "tuning did not lower the KL on the held-out calibration sequences"
+        return None, rep
+    out = []
+    for it, c in zip(items, chosen):
+        # the report's predictions stay those of the tensors the decoder builds: predict again
+        if it.name in res.scales:
+            q = QuantResult(c.q.symbols, stored_scales(res.scales[it.name], c.q.scales), c.q.bits, c.q.group)
+            w_hat = q.dequantize() + (0 if c.lowrank is None else c.lowrank.product())
+            dl, fo = _predicted(calib.stats.get(it.name), w_hat, _source_tensor(ck, it.name), c)
+            out.append(Candidate(c.choice, dl, fo, c.est_bytes, q, c.lowrank))
+        elif it.name in res.floats:
+            method = "float16" if c.choice.method == "float16" else "float"
+            vals = res.floats[it.name].to(ck.floats[it.name].dtype)
+            stored = vals.to(torch.float16).to(vals.dtype) if method == "float16" else vals
+            dl, fo = _predicted(calib.float_stats.get(it.name), stored, _source_tensor(ck, it.name), c)
+            out.append(Candidate(Choice(method), dl, fo, c.est_bytes, values=vals))
+        else:
+            out.append(c)
+    return out, rep
+
+
+def _predicted(stats, w_hat: torch.Tensor, w: torch.Tensor, old: Candidate) -> tuple[float, float]:
+    """(predicted dloss, first-order term) of storing w_hat for w; the old candidate's without stats."""
+    if stats is None:
+        return old.dloss, old.first_order
+    d = w_hat.reshape(w.shape).to(torch.float32) - w.to(torch.float32)
+    d = d.reshape(d.shape[0], -1) if d.dim() >= 2 else d
+    return stats.predict(d), stats.first_order(d)
 
 
 def _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_cands, seconds, max_est) -> dict:

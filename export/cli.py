@@ -171,7 +171,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", default=None, metavar="SHARD", help="validation shard to score the record on")
     p.add_argument("--tokenizer", default=None, metavar="SP.model", help="SentencePiece model of the shard")
     p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="score only the first N targets")
-    p.add_argument("--device", default=None, help="EVAL_DEVICE of that run (cpu or cuda)")
+    p.add_argument("--device", default=None,
+                   help="where calibration, GPTQ, tuning and the record's scoring run (cpu or cuda; EVAL_DEVICE of "
+                        "that run)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _add_run_options(p)
     add_planner_arguments(p)

@@ -1,0 +1,178 @@
+"""Distillation of a quantized plan's free parameters: the stored scales and float tensors.
+
+After the planner has chosen every tensor's symbols, some of what the artifact stores is still
+continuous and costs the same bytes whatever its value: each quantized tensor's float16 row (or
+group) scales, and the float tensors (control vectors, skip weights). `tune` moves them to
+minimize the KL divergence from the float model's next-token distribution to the quantized
+model's on the calibration sequences (Adam on log-scale offsets and on the float values), then
+rounds them back to the dtypes the plan stores. The symbols, and so the entropy-coded bulk of
+the artifact, are unchanged.
+
+This repairs what per-tensor quantization cannot see: errors that add up across layers and
+scales that GPTQ fixed before it moved the weights. On the GPU-trained 9x512 it lowered val_bpb
+by 0.0013 at 7.37 MB, about an eighth of the quantization gap (benchmarks/RESULTS.md, issue 18).
+
+The last `holdout` sequences are not trained on: the tuned values are kept only if they lower
+the KL on those too, so tuning never makes a plan worse on tokens it did not fit.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from golfpack.errors import GolfpackError
+
+# Teacher log-probabilities are cached when they take at most this many bytes, else recomputed.
+CACHE_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """epochs over the training part of the calibration sequences (0: no tuning); lr of Adam (the
+    scales move in log space, so lr is a relative step); batch sequences per step; holdout: the
+    fraction of the sequences kept back for the accept check (at least one sequence)."""
+
+    epochs: float = 4.0
+    lr: float = 1e-3
+    batch: int = 8
+    holdout: float = 0.125
+    device: str | None = None
+
+    def __post_init__(self):
+        for name, v, lo in (("epochs", self.epochs, 0), ("lr", self.lr, 0), ("holdout", self.holdout, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+                raise GolfpackError(f"tune {name} must be a finite number >= {lo} (got {v!r})")
+        if not 0 < self.holdout < 1:
+            raise GolfpackError(f"tune holdout must be a fraction in (0, 1) (got {self.holdout!r})")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise GolfpackError(f"tune batch must be an integer >= 1 (got {self.batch!r})")
+
+
+@dataclass
+class TuneResult:
+    scales: dict  # name -> tuned scales (the stored dtype, the stored shape)
+    floats: dict  # name -> tuned float values (float32; the caller stores them in the plan's dtype)
+    kl_before: float  # mean KL (nats/token) on the held-out sequences
+    kl_after: float
+    steps: int
+    seconds: float
+
+    @property
+    def improved(self) -> bool:
+        return self.kl_after < self.kl_before
+
+
+def _kl(teacher_logp: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    s = F.log_softmax(student_logits.float(), dim=-1)
+    return (teacher_logp.exp() * (teacher_logp - s)).sum(-1).mean()
+
+
+def tune(teacher, quantized: dict, floats: dict, frozen: dict, seqs: torch.Tensor, cfg: TuneConfig,
+         progress=None) -> TuneResult:
+    """Distill (module docstring).
+
+    teacher: the float model (a golfpack GPT; left unchanged). quantized: name -> (symbols [N, K]
+    int8, scales [N] or [N, G], lowrank product [N, K] or None, group size or None, the weight's
+    shape);
+    floats: name -> float tensor (tuned); frozen: name -> tensor (every other state-dict entry, as
+    decoded). seqs: int64 [n, T + 1] calibration sequences (inputs [:, :-1]).
+    """
+    from torch.func import functional_call
+
+    t0 = time.perf_counter()
+    n = int(seqs.shape[0])
+    if n < 2:
+        raise GolfpackError(f"tuning needs at least 2 calibration sequences (got {n})")
+    n_hold = max(1, int(round(n * cfg.holdout)))
+    train, hold = seqs[: n - n_hold], seqs[n - n_hold :]
+    dev = torch.device(cfg.device) if cfg.device else next(teacher.parameters()).device
+    teacher = teacher.float().eval().to(dev)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    syms, base, lows, groups = {}, {}, {}, {}
+    shapes = {}
+    for name, (sym, scales, low, group, shape) in quantized.items():
+        shapes[name] = tuple(shape)
+        syms[name] = sym.to(dev, torch.float32)
+        base[name] = scales.to(dev, torch.float32)
+        lows[name] = None if low is None else low.to(dev, torch.float32)
+        groups[name] = group
+    u = {name: torch.zeros_like(s, requires_grad=True) for name, s in base.items()}
+    fl = {name: t.detach().to(dev, torch.float32).clone().requires_grad_(True) for name, t in floats.items()}
+    fixed = {name: t.to(dev) for name, t in frozen.items()}
+    params = list(u.values()) + list(fl.values())
+    if not params:
+        raise GolfpackError("nothing to tune: the plan stores no scales and no float tensors")
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+
+    def weights() -> dict:
+        out = dict(fixed)
+        out.update(fl)
+        for name, sym in syms.items():
+            s = base[name] * torch.exp(u[name])
+            if groups[name] is None:
+                w = sym * s.reshape(s.shape[0], *([1] * (sym.dim() - 1)))
+            else:
+                w = sym * s.repeat_interleave(groups[name], dim=1)[:, : sym.shape[1]]
+            out[name] = (w if lows[name] is None else w + lows[name]).reshape(shapes[name])
+        return out
+
+    def batches(part: torch.Tensor):
+        for b0 in range(0, part.shape[0], cfg.batch):
+            yield part[b0 : b0 + cfg.batch].to(dev)
+
+    # the teacher's log-probabilities, cached when small enough
+    V = int(teacher.config.vocab_size)
+    cache = train.shape[0] * (train.shape[1] - 1) * V * 4 <= CACHE_BYTES
+
+    def teacher_logp(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return F.log_softmax(teacher(x).float(), dim=-1)
+
+    train_batches = list(batches(train))
+    cached = [teacher_logp(c[:, :-1]) for c in train_batches] if cache else None
+
+    def held_kl() -> float:
+        total, count = 0.0, 0
+        with torch.no_grad():
+            w = weights()
+            for c in batches(hold):
+                x = c[:, :-1]
+                total += float(_kl(teacher_logp(x), functional_call(teacher, w, (x,)))) * x.numel()
+                count += x.numel()
+        return total / count
+
+    student_params = {k: v for k, v in teacher.state_dict().items()}
+    missing = set(student_params) - set(fixed) - set(fl) - set(syms)
+    if missing:
+        raise GolfpackError(f"tuning: the plan has no tensor for {sorted(missing)[:3]}")
+    before = held_kl()
+    steps = int(round(cfg.epochs * len(train_batches)))
+    for step in range(steps):
+        j = step % len(train_batches)
+        x = train_batches[j][:, :-1]
+        tl = cached[j] if cached is not None else teacher_logp(x)
+        loss = _kl(tl, functional_call(teacher, weights(), (x,)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1, steps)
+    after = held_kl()
+    with torch.no_grad():
+        scales = {name: (base[name] * torch.exp(u[name])).to("cpu") for name in base}
+        floats_out = {name: t.detach().to("cpu") for name, t in fl.items()}
+    return TuneResult(scales, floats_out, before, after, steps, time.perf_counter() - t0)
+
+
+def stored_scales(tuned: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Tuned scales in the stored dtype, kept positive, finite and within the dtype's normal range
+    (the container refuses anything else)."""
+    fin = torch.finfo(like.dtype)
+    t = tuned.to(torch.float64).nan_to_num(nan=1.0).clamp(fin.tiny, fin.max)
+    return t.to(like.dtype).reshape(like.shape)
+

@@ -1,0 +1,135 @@
+"""golfpack.codec.tune: distillation of a plan's scales and float tensors.
+
+Checks: tuning lowers the held-out KL of a quantized tiny GPT and changes only what it may (the
+symbols stay, the scales and floats move); the planner's tuned artifact keeps every symbol of
+the untuned plan, stores the tuned scales / floats in the plan's dtypes, reports predictions of
+the tensors the decoder builds, fits the budget, and is rejected (the untuned artifact, byte for
+byte) when tuning does not help on the held-out sequences; bad settings are refused.
+"""
+import dataclasses
+
+import pytest
+import torch
+
+from golfpack.codec import calib as C
+from golfpack.codec import tune as T
+from golfpack.codec.container import parse_artifact
+from golfpack.codec.planner import PlannerConfig, build_items, plan
+from golfpack.codec.quant import ClipSpec, quantize_rtn
+from golfpack.errors import GolfpackError
+from golfpack.model.load import from_state_dict
+
+from planner_standin import MIN_NUMEL, checkpoint_of, random_tokens, tiny_model
+
+CFG = PlannerConfig(method="gptq", min_numel=MIN_NUMEL, jobs=1, lqer_ranks=(), tolerance=0.02, tune_epochs=6,
+                    tune_lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = tiny_model(0)
+        ck = checkpoint_of(model)
+        seqs = C.sequences_from_tokens(random_tokens(8000, 0), 16, 32, seed=0)
+        cal = C.collect(from_state_dict(ck.state_dict(), ck.config), seqs)
+        items = build_items(ck, cal, CFG)
+        yield dict(ck=ck, cal=cal, items=items)
+    finally:
+        torch.set_num_threads(n)
+
+
+def _quantized(ck, bits=3):
+    """RTN of every matrix (coarse, so there is something to repair), the rest as floats."""
+    sd = ck.state_dict()
+    quantized, floats = {}, {}
+    for name, w in sd.items():
+        if w.dim() == 2 and w.numel() >= MIN_NUMEL:
+            q = quantize_rtn(w, bits, ClipSpec("mse"))
+            quantized[name] = (q.symbols, q.scales, None, None, tuple(w.shape))
+        else:
+            floats[name] = w.float()
+    return quantized, floats
+
+
+def test_tuning_lowers_the_held_out_kl_and_moves_only_scales_and_floats(setup):
+    ck, cal = setup["ck"], setup["cal"]
+    quantized, floats = _quantized(ck)
+    teacher = from_state_dict(ck.state_dict(), ck.config)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    res = T.tune(teacher, quantized, floats, {}, cal.seqs, T.TuneConfig(epochs=8, lr=3e-3, batch=4))
+    assert res.improved and res.kl_after < 0.95 * res.kl_before, (res.kl_before, res.kl_after)
+    assert res.steps == 8 * 4  # 16 sequences, 2 held out -> 14 in batches of 4 -> 4 batches
+    assert set(res.scales) == set(quantized) and set(res.floats) == set(floats)
+    moved = 0
+    for name, (sym, s, *_rest) in quantized.items():
+        assert res.scales[name].shape == s.shape and bool((res.scales[name] > 0).all())
+        moved += int(not torch.allclose(res.scales[name], s.float()))
+    assert moved == len(quantized)
+    assert any(not torch.equal(res.floats[n], floats[n]) for n in floats)
+    # the teacher is left as it was
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_tuned_plan_keeps_the_symbols_and_reports_what_decodes(setup):
+    ck, cal, items = setup["ck"], setup["cal"], setup["items"]
+    budget = 9000
+    plain = plan(ck, budget, cal, dataclasses.replace(CFG, tune_epochs=0), items=items)
+    tuned = plan(ck, budget, cal, CFG, items=items)
+    rep = tuned.report["tune"]
+    assert rep["accepted"] and rep["kl_after"] < rep["kl_before"], rep
+    assert tuned.report["total_bytes"] <= budget and plain.report["tune"] is None
+    a, b = parse_artifact(plain.artifact), parse_artifact(tuned.artifact)
+    sd = ck.state_dict()
+    rows = {r["name"]: r for r in tuned.report["tensors"]}
+    n_scaled = 0
+    for name, ea in a.tensors.items():
+        eb = b.tensors[name]
+        assert ea.kind == eb.kind and ea.shape == eb.shape
+        row = rows[name]
+        if ea.kind == "int_rowscale":
+            assert (ea.symbols() == eb.symbols()).all()  # the entropy-coded bulk is untouched
+            assert eb.scales().dtype == ea.scales().dtype
+            n_scaled += int((ea.scales() != eb.scales()).any())
+            d = torch.as_tensor(eb.dequantize()).float() - sd[name].float()
+            assert cal.stats[name].predict(d) == pytest.approx(row["dloss"], rel=1e-6)
+        else:
+            dec = torch.as_tensor(eb.dequantize())
+            assert dec.dtype == sd[name].dtype
+            if row["choice"]["method"] == "float16":  # tuned values, rounded to what the plan stores
+                assert torch.equal(dec, dec.to(torch.float16).to(dec.dtype))
+    assert n_scaled >= 1
+    assert tuned.report["predicted_dloss"] == pytest.approx(sum(r["dloss"] for r in rows.values()))
+    assert set(tuned.report["stage_seconds"]) >= {"candidates", "plan", "tune"}
+
+
+def test_a_tuning_that_does_not_help_is_not_kept(setup, monkeypatch):
+    ck, cal, items = setup["ck"], setup["cal"], setup["items"]
+    plain = plan(ck, 9000, cal, dataclasses.replace(CFG, tune_epochs=0), items=items)
+    real = T.tune
+
+    def worse(*a, **k):
+        r = real(*a, **k)
+        r.kl_after = r.kl_before * 1.01
+        return r
+
+    monkeypatch.setattr(T, "tune", worse)
+    res = plan(ck, 9000, cal, CFG, items=items)
+    assert not res.report["tune"]["accepted"] and "did not lower" in res.report["tune"]["reason"]
+    assert res.artifact == plain.artifact
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=-1), dict(lr=float("nan")), dict(batch=0), dict(holdout=1.0),
+                                 dict(holdout=0), dict(epochs="4")])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(GolfpackError, match="tune"):
+        T.TuneConfig(**bad)
+
+
+def test_too_few_sequences_are_refused(setup):
+    ck = setup["ck"]
+    quantized, floats = _quantized(ck)
+    teacher = from_state_dict(ck.state_dict(), ck.config)
+    with pytest.raises(GolfpackError, match="at least 2 calibration sequences"):
+        T.tune(teacher, quantized, floats, {}, setup["cal"].seqs[:1], T.TuneConfig())
