@@ -375,15 +375,22 @@ PIPELINES = (
 )
 
 
-def quantized_dict(kind: str, sd: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor] | None = None) -> dict:
-    """The quantized dict a pipeline family ships (see the module docstring)."""
+def quantized_dict(kind: str, sd: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor] | None = None,
+                   bits: int = 6) -> dict:
+    """The quantized dict a pipeline family ships (see the module docstring). `bits` moves the SDClip
+    and GPTQ families (c-f) along their rate axis: the matrices at `bits` with the same k (step =
+    k*std/qmax, so one bit more halves the step), the embedding at int8, k 20, as the records keep it."""
+    if not 2 <= bits <= 8:
+        raise GolfpackError(f"peer bit width must be in 2..8, got {bits}")
+    if bits != 6 and kind not in ("sdclip", "gptq"):
+        raise GolfpackError(f"the {kind} family has no bit-width variants (only sdclip and gptq do)")
     if kind == "baseline":
         f = lambda n, w: baseline_int8(w)  # noqa: E731
         return quantize_dict(sd, f, f)
     if kind == "gptq-lite":
         return quantize_dict(sd, lambda n, w: best_percentile_int(w, 6), lambda n, w: baseline_int8(w))
     if kind == "sdclip":
-        return quantize_dict(sd, lambda n, w: sdclip_int(w, 6, SDCLIP_K), lambda n, w: sdclip_int(w, 8, SDCLIP_K_EMBED))
+        return quantize_dict(sd, lambda n, w: sdclip_int(w, bits, SDCLIP_K), lambda n, w: sdclip_int(w, 8, SDCLIP_K_EMBED))
     if kind == "gptq":
         if not hessians:
             raise GolfpackError("the GPTQ pipelines need calibration Hessians")
@@ -393,5 +400,5 @@ def quantized_dict(kind: str, sd: dict[str, torch.Tensor], hessians: dict[str, t
                 H = hessians.get(n)
                 return gptq_int(w, H, bits, k) if H is not None else sdclip_int(w, bits, k)
             return f
-        return quantize_dict(sd, g(6, SDCLIP_K), g(8, SDCLIP_K_EMBED))
+        return quantize_dict(sd, g(bits, SDCLIP_K), g(8, SDCLIP_K_EMBED))
     raise GolfpackError(f"unknown quantization family {kind!r}")

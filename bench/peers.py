@@ -49,6 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planner", choices=("full", "fast"), default="full",
                    help="golfpack's candidate set: full (encode --budget's defaults) or fast (no LQER, no "
                         "rate-aware variants, one clip multiplier: a fraction of the candidates, for loaded machines)")
+    p.add_argument("--peer-bits", default="6",
+                   help="matrix bit widths for the SDClip/GPTQ peers c-f (comma list, 2..8; default 6, the records' "
+                        "setting): each extra width is one more point on that peer's RD curve, k and the int8 "
+                        "embedding unchanged; only the int6 points get golfpack's same-bytes/same-bpb columns")
+    p.add_argument("--budget-fracs", default="",
+                   help="golfpack budgets as fractions of pipeline a's (int8) bytes, e.g. 0.4,0.5,...,1.0: "
+                        "golfpack's RD curve beside the peers' (needs pipeline a)")
     p.add_argument("--out-dir", default=None, help="keep every peer blob and golfpack artifact here")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="write the RD plot (val_bpb vs bytes)")
     p.add_argument("--markdown", default=None, metavar="OUT.md", help="also write the table as Markdown")
@@ -81,6 +88,18 @@ def _check_args(args):
             raise GolfpackError(f"{what} must be >= 1, got {v}")
     if args.max_tokens is not None and args.max_tokens < args.seq_len:
         raise GolfpackError(f"--max-tokens must be at least --seq-len ({args.seq_len}), got {args.max_tokens}")
+    try:
+        args.peer_bits_list = sorted({int(b) for b in str(args.peer_bits).split(",") if b.strip()})
+        args.budget_fracs_list = [float(f) for f in str(args.budget_fracs).split(",") if f.strip()]
+    except ValueError:
+        raise GolfpackError(f"--peer-bits takes integers and --budget-fracs fractions, got {args.peer_bits!r} "
+                            f"and {args.budget_fracs!r}") from None
+    if not args.peer_bits_list or not all(2 <= b <= 8 for b in args.peer_bits_list):
+        raise GolfpackError(f"--peer-bits must list widths in 2..8, got {args.peer_bits!r}")
+    if not all(0.05 <= f <= 2 for f in args.budget_fracs_list):
+        raise GolfpackError(f"--budget-fracs must be fractions in [0.05, 2], got {args.budget_fracs!r}")
+    if args.budget_fracs_list and "a" not in keys:
+        raise GolfpackError("--budget-fracs are fractions of pipeline a's bytes: include a in --pipelines")
     if not 0 < args.bisect_tol < 1:
         raise GolfpackError(f"--bisect-tol must be a fraction in (0, 1), got {args.bisect_tol}")
     for pth, what in ((args.src, "source"), (args.tokenizer, "tokenizer")):
@@ -163,20 +182,27 @@ def run(args) -> int:
     # ---- peers
     peers = []
     qcache: dict[str, tuple[dict, float]] = {}
-    todo = [p for p in C.PIPELINES if p.key in keys]
+    todo = []  # (pipeline, matrix bits): the records' own setting first, then the extra widths
+    for p in C.PIPELINES:
+        if p.key in keys:
+            # the int6 point is always measured: golfpack's same-bytes and same-bpb columns compare to it
+            for bits in ([6] + [b for b in args.peer_bits_list if b != 6] if p.quantize in ("sdclip", "gptq") else [6]):
+                todo.append((p, bits))
     pb = P.bar(len(todo), "peer pipelines", show, unit="pipeline")
-    for p in todo:
-        pb.set_description(f"peer {p.key}: {p.name}")
-        row = {"key": p.key, "name": p.name, "description": p.description}
+    for p, bits in todo:
+        key = p.key if bits == 6 else f"{p.key}@int{bits}"
+        pb.set_description(f"peer {key}: {p.name}")
+        row = {"key": key, "family": p.key, "bits": bits, "name": p.name if bits == 6 else p.name.replace("int6", f"int{bits}"),
+               "description": p.description}
         if p.needs == "lrzip" and not C.lrzip_available():
             row["skipped"] = "lrzip is not installed (apt-get install lrzip)"
             peers.append(row)
             pb.update(1)
             continue
-        if p.quantize not in qcache:
+        if (p.quantize, bits) not in qcache:
             t0 = time.perf_counter()
-            qcache[p.quantize] = (C.quantized_dict(p.quantize, sd, hessians), time.perf_counter() - t0)
-        obj, quant_s = qcache[p.quantize]
+            qcache[(p.quantize, bits)] = (C.quantized_dict(p.quantize, sd, hessians, bits), time.perf_counter() - t0)
+        obj, quant_s = qcache[(p.quantize, bits)]
         t0 = time.perf_counter()
         blob = p.serialize(obj)
         ser_s = time.perf_counter() - t0
@@ -184,12 +210,12 @@ def run(args) -> int:
         dec = C.dequantize_dict(p.deserialize(blob))
         dec_s = time.perf_counter() - t0
         if out_dir is not None:
-            (out_dir / f"peer_{p.key}.bin").write_bytes(blob)
+            (out_dir / f"peer_{key.replace('@', '_')}.bin").write_bytes(blob)
         row.update({"bytes": len(blob), "quantize_seconds": round(quant_s, 2), "serialize_seconds": round(ser_s, 2),
                     "encode_seconds": round(quant_s + ser_s, 2), "decode_seconds": round(dec_s, 2),
                     **score(dec, p.key)})
         row["delta_bpb"] = row["val_bpb"] - reference["val_bpb"]
-        say(f"  {p.key} {p.name}: {row['bytes']:,} bytes, val_bpb {row['val_bpb']:.6f}, "
+        say(f"  {key} {row['name']}: {row['bytes']:,} bytes, val_bpb {row['val_bpb']:.6f}, "
             f"encode {row['encode_seconds']:.1f} s, decode {row['decode_seconds']:.2f} s")
         peers.append(row)
         pb.update(1)
@@ -257,7 +283,7 @@ def run(args) -> int:
 
     gb = P.bar(len(peers), "golfpack at the peers' bytes and bpb", show, unit="peer")
     for row in peers:
-        if "skipped" in row:
+        if "skipped" in row or row.get("bits", 6) != 6:
             gb.update(1)
             continue
         same_b = gp(row["bytes"])
@@ -272,6 +298,12 @@ def run(args) -> int:
             row["golfpack_same_bpb"]["bytes_ratio_vs_peer"] = hit["bytes"] / row["bytes"]
         gb.update(1)
     gb.close()
+    a_row = next((r for r in peers if r["key"] == "a" and "bytes" in r), None)
+    for f in args.budget_fracs_list:
+        gp(int(round(f * a_row["bytes"])))
+    for row in peers:  # each peer point against golfpack's curve, interpolated at the peer's bytes
+        if "bytes" in row and row.get("bits", 6) != 6:
+            row["golfpack_interp_bpb"] = _interp_bpb([v for v in gp_points.values() if "error" not in v], row["bytes"])
 
     result = {
         "source": str(args.src), "params": ck.num_params(), "reference": reference,
@@ -280,7 +312,8 @@ def run(args) -> int:
                                                              "len": args.calib_len, "seconds": round(calib_s, 1)},
         "golfpack": {"candidate_seconds": round(cand_s, 1), "lossless_bytes": lossless_bytes,
                      "points": sorted((v for v in gp_points.values() if "error" not in v), key=lambda v: v["bytes"])},
-        "planner": args.planner, "peers": peers, "bisect_tol": args.bisect_tol, "threads": args.threads,
+        "planner": args.planner, "peers": peers, "peer_bits": args.peer_bits_list,
+        "budget_fracs": args.budget_fracs_list, "bisect_tol": args.bisect_tol, "threads": args.threads,
         "seconds": round(time.perf_counter() - t_all, 1),
     }
     if out_dir is not None:  # saved before the plot and the table: a long run's numbers are never lost
@@ -298,6 +331,17 @@ def run(args) -> int:
     return 0
 
 
+def _interp_bpb(points: list[dict], nbytes: int) -> float | None:
+    """golfpack's bpb at `nbytes`, linear in log(bytes) between the two measured budgets around it
+    (None outside the measured range): an estimate, marked as such wherever it is printed."""
+    pts = sorted((p["bytes"], p["val_bpb"]) for p in points)
+    for (b0, v0), (b1, v1) in zip(pts, pts[1:]):
+        if b0 <= nbytes <= b1:
+            t = 0.0 if b1 == b0 else (math.log(nbytes) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return v0 + t * (v1 - v0)
+    return None
+
+
 def format_markdown(r: dict) -> str:
     ref = r["reference"]
     lines = [
@@ -312,6 +356,13 @@ def format_markdown(r: dict) -> str:
     for p in r["peers"]:
         if "skipped" in p:
             lines.append(f"| {p['key']}. {p['name']} | skipped: {p['skipped']} | | | | | | |")
+            continue
+        if "golfpack_same_bytes" not in p:  # an extra bit width: compared with golfpack's curve
+            gi = p.get("golfpack_interp_bpb")
+            gap = (f"{gi:.6f} (interpolated; gap ratio {(gi - ref['val_bpb']) / p['delta_bpb']:.2f})"
+                   if gi is not None and p["delta_bpb"] > 0 else "outside golfpack's measured budgets")
+            lines.append(f"| {p['key']}. {p['name']} | {p['bytes']:,} | {p['val_bpb']:.6f} | {p['delta_bpb']:+.6f} | "
+                         f"{p['encode_seconds']:.1f} | {p['decode_seconds']:.2f} | {gap} | |")
             continue
         sb = p["golfpack_same_bytes"]
         sp = p["golfpack_same_bpb"]
@@ -339,10 +390,16 @@ def write_plot(r: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     pts = r["golfpack"]["points"]
     ax.plot([p["bytes"] / 1e6 for p in pts], [p["val_bpb"] for p in pts], "o-", ms=4, label="golfpack planner")
+    fams: dict[str, list] = {}
     for p in r["peers"]:
-        if "skipped" in p:
-            continue
-        ax.plot([p["bytes"] / 1e6], [p["val_bpb"]], "s", ms=7, label=f"{p['key']}. {p['name']}")
+        if "skipped" not in p:
+            fams.setdefault(p.get("family", p["key"]), []).append(p)
+    for fam, rows in fams.items():
+        rows = sorted(rows, key=lambda p: p["bytes"])
+        label = f"{fam}. {rows[0]['name']}" if len(rows) == 1 else \
+            f"{fam}. {next((p['name'] for p in rows if p.get('bits', 6) == 6), rows[0]['name'])} (int{'/'.join(str(p['bits']) for p in rows)})"
+        ax.plot([p["bytes"] / 1e6 for p in rows], [p["val_bpb"] for p in rows], "s--" if len(rows) > 1 else "s",
+                ms=5, lw=1, label=label)
     ref = r["reference"]
     ax.axhline(ref["val_bpb"], color="gray", ls="--", lw=1, label="source (float)")
     ax.set_xlabel("model bytes (MB = 10^6)")

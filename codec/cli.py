@@ -340,7 +340,7 @@ def add_planner_arguments(p) -> None:
                    help="land within this fraction below the budget (default 0.005)")
     p.add_argument("--tune-epochs", type=float, default=None, metavar="E",
                    help="distill the plan's scales and float tensors toward the float model for E epochs over the "
-                        "calibration tokens (golfpack.codec.tune; default 4, 0: off)")
+                        "calibration tokens (golfpack.codec.tune; default 0: off; kept only if held-out KL drops)")
     p.add_argument("--tune-lr", type=float, default=None, metavar="LR", help="Adam learning rate of tuning (default 1e-3)")
     if "--device" not in p._option_string_actions:  # a command may define its own (submit: one device for all)
         p.add_argument("--device", default=None, metavar="DEV",

@@ -66,8 +66,11 @@ class PlannerConfig:
     # float32 tensors the planner stores as floats (control vectors) may be stored as float16 where
     # the calibration's diagonal Fisher says the rounding is worth its bytes
     float16_floats: bool = True
-    # distillation of the chosen plan's scales and float tensors (codec.tune); 0 epochs: none
-    tune_epochs: float = 4.0
+    # distillation of the chosen plan's scales and float tensors (codec.tune); 0 epochs: none.
+    # Opt-in: on the GPU-trained 9x512 it lowered c4_val bpb by 0.0004-0.0013 but raised the KL on
+    # held-out calibration sequences, so its own acceptance check refused it, after a minute of CPU
+    # (benchmarks/RESULTS.md, issue 18). A default must not cost time for a refused result.
+    tune_epochs: float = 0.0
     tune_lr: float = 1e-3
     device: str | None = None  # where GPTQ's column loop runs (None: CPU)
     min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
@@ -494,19 +497,45 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     aim = budget * (1 - cfg.tolerance / 4)
     fitting = []  # (in the window, predicted dloss, total, data, chosen) of every plan that fits
     seen: set = set()
-    for it_no in range(cfg.max_iters):
+    # Once the per-tensor corrections make the loop cycle (a tensor's measured ratio depends on which
+    # of its candidates was chosen, so two plans can keep correcting each other across the window),
+    # the scales are frozen and the target is bracketed: under fixed scales the total grows with the
+    # target, so a safeguarded secant step converges on the window or proves the steps too coarse.
+    frozen = False
+    lo_t, hi_t = None, None  # largest target that fit, smallest that did not (frozen scales only)
+    it_no = 0
+    while it_no < cfg.max_iters + (12 if frozen else 0):
+        it_no += 1
         min_est = math.ceil(sum(it.hull[0].est_bytes * sc for it, sc in zip(items, scale)))
         chosen = solve(items, max(target, min_est), scale)
         data = enc.encode(chosen)
         total = len(data) + code_bytes
         est = sum(c.est_bytes for c in chosen)
         pred = sum(c.dloss for c in chosen)
-        history.append({"target": int(target), "est_bytes": int(est), "total_bytes": total})
+        history.append({"target": int(target), "est_bytes": int(est), "total_bytes": total, "frozen": frozen})
         if log:
-            log(f"iteration {it_no + 1}: target {target:,} -> estimated {est:,}, measured total {total:,}")
+            log(f"iteration {it_no}: target {target:,} -> estimated {est:,}, measured total {total:,}"
+                + (" (scales frozen)" if frozen else ""))
         in_window = lo_ok <= total <= budget
         if total <= budget:
             fitting.append((in_window, pred, total, data, chosen))
+        if in_window and frozen:
+            break
+        if frozen:
+            if total <= budget:
+                lo_t = target if lo_t is None else max(lo_t, target)
+            else:
+                hi_t = target if hi_t is None else min(hi_t, target)
+            if total > budget and target <= min_est:
+                break
+            nxt = int(target + (aim - total))
+            if lo_t is not None and hi_t is not None:
+                if hi_t - lo_t <= 1:
+                    break
+                if not lo_t < nxt < hi_t:
+                    nxt = (lo_t + hi_t) // 2
+            target = nxt
+            continue
         key = tuple(id(c) for c in chosen)
         repeated = key in seen  # the loop came back to a plan it already measured: it will cycle
         seen.add(key)
@@ -526,6 +555,8 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
             break  # every tensor already has its best candidate: the budget is more than needed
         if total > budget and target <= min_est and not changed:
             break
+        if repeated:
+            frozen = True  # keep the scales this plan just measured; bracket the target from here
         if cfg.measured_bytes:
             # the scaled estimates of this plan now add up to its streams' real bytes, so the next
             # target is the aim minus what is not streams (manifest, header, code)

@@ -90,7 +90,7 @@ def test_every_budget_lands_in_its_window(setup):
         assert rep["within_budget"] and rep["within_tolerance"] and not rep["budget_exceeds_need"]
         assert rep["fill"] == rep["total_bytes"] / budget
         assert rep["artifact_bytes"] + rep["code_bytes"] == rep["total_bytes"]
-        assert 1 <= len(rep["iterations"]) <= CFG.max_iters
+        assert 1 <= len(rep["iterations"]) <= CFG.max_iters + 12  # + the frozen-scale bracket
         preds.append(rep["predicted_dloss"])
     assert preds[-1] < preds[0]  # more bytes, less predicted loss
 
