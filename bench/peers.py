@@ -119,8 +119,15 @@ def _check_args(args):
             import matplotlib  # noqa: F401  (fail before the long run, not after)
         except ImportError:
             raise GolfpackError("--plot needs matplotlib: pip install 'golfpack[plot]'") from None
-    if args.out_dir and not Path(args.out_dir).is_dir():
-        raise GolfpackError(f"--out-dir {args.out_dir} is not a directory")
+    if args.out_dir:
+        # created here (with its parents), before the long run; an existing non-folder is refused
+        out = Path(args.out_dir)
+        if out.exists() and not out.is_dir():
+            raise GolfpackError(f"--out-dir {args.out_dir} exists and is not a directory")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise GolfpackError(f"--out-dir {args.out_dir}: cannot create it ({e.strerror})") from None
     return keys
 
 
@@ -281,6 +288,10 @@ def run(args) -> int:
                 lo = mid
         return gp(hi)
 
+    # the RD curve first: the same-bpb searches below then start inside brackets it already scored
+    a_row = next((r for r in peers if r["key"] == "a" and "bytes" in r), None)
+    for f in args.budget_fracs_list:
+        gp(int(round(f * a_row["bytes"])))
     gb = P.bar(len(peers), "golfpack at the peers' bytes and bpb", show, unit="peer")
     for row in peers:
         if "skipped" in row or row.get("bits", 6) != 6:
@@ -298,9 +309,6 @@ def run(args) -> int:
             row["golfpack_same_bpb"]["bytes_ratio_vs_peer"] = hit["bytes"] / row["bytes"]
         gb.update(1)
     gb.close()
-    a_row = next((r for r in peers if r["key"] == "a" and "bytes" in r), None)
-    for f in args.budget_fracs_list:
-        gp(int(round(f * a_row["bytes"])))
     for row in peers:  # each peer point against golfpack's curve, interpolated at the peer's bytes
         if "bytes" in row and row.get("bits", 6) != 6:
             row["golfpack_interp_bpb"] = _interp_bpb([v for v in gp_points.values() if "error" not in v], row["bytes"])

@@ -157,6 +157,10 @@ def test_bench_module_absent_says_so(capsys, monkeypatch):
     (["--seq-len", "0"], "--seq-len"),
     (["--bisect-tol", "2"], "--bisect-tol"),
     (["--plot", "x.jpg"], "PNG"),
+    (["--peer-bits", "9"], "--peer-bits"),
+    (["--peer-bits", "5,x"], "--peer-bits"),
+    (["--budget-fracs", "0.5,3"], "--budget-fracs"),
+    (["--budget-fracs", "0.5", "--pipelines", "c,d"], "pipeline a"),
 ])
 def test_bench_peers_bad_options(tmp_path, capsys, argv, msg):
     from golfpack.data.shards import write_shard
@@ -169,6 +173,63 @@ def test_bench_peers_bad_options(tmp_path, capsys, argv, msg):
     rc, cap = _run(["bench", "peers", str(ck), "--val", str(tmp_path / "v.bin"), "--tokenizer",
                     str(tmp_path / "sp.model"), "--calib", str(tmp_path / "t.bin"), *argv], capsys)
     assert rc == 2 and msg in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_bench_peers_out_dir_is_created_and_a_file_refused(tmp_path, capsys):
+    from golfpack.data.shards import write_shard
+
+    ck = tmp_path / "m.pt"
+    torch.save({"w": torch.zeros(2, 2)}, ck)
+    write_shard(tmp_path / "v.bin", [1, 5, 6])
+    write_shard(tmp_path / "t.bin", [1, 5, 6])
+    (tmp_path / "sp.model").write_bytes(b"x")
+    (tmp_path / "afile").write_bytes(b"keep")
+    base = ["bench", "peers", str(ck), "--val", str(tmp_path / "v.bin"), "--tokenizer", str(tmp_path / "sp.model"),
+            "--calib", str(tmp_path / "t.bin")]
+    rc, cap = _run(base + ["--out-dir", str(tmp_path / "afile")], capsys)
+    assert rc == 2 and "not a directory" in cap.err and (tmp_path / "afile").read_bytes() == b"keep"
+    # a new folder is made before the run starts (the run itself then fails on the fake tokenizer)
+    _run(base + ["--out-dir", str(tmp_path / "new" / "deep")], capsys)
+    assert (tmp_path / "new" / "deep").is_dir()
+
+
+@pytest.mark.parametrize("bits", [4, 5, 7, 8])
+def test_bit_width_variants_move_along_the_rate_axis(bits):
+    """c/d at other widths: symbols within the width's range, the step k*std/qmax (so one bit more
+    halves it), the embedding still int8 k 20, and the round trip exact."""
+    sd = _sd(2)
+    qmax = 2 ** (bits - 1) - 1
+    obj = C.quantized_dict("sdclip", sd, bits=bits)
+    w = sd["blocks.0.mlp.fc.weight"]
+    q = obj["quantized"]["blocks.0.mlp.fc.weight"]
+    s = obj["scales"]["blocks.0.mlp.fc.weight"].double()
+    assert int(q.abs().max()) <= qmax
+    assert torch.allclose(s, C.SDCLIP_K * w.double().std(dim=1, unbiased=False) / qmax, rtol=1e-2)
+    assert int(obj["quantized"]["tok_emb.weight"].abs().max()) <= 127
+    six = C.quantized_dict("sdclip", sd, bits=6)
+    assert torch.equal(obj["quantized"]["tok_emb.weight"], six["quantized"]["tok_emb.weight"])
+    err = (C.dequantize_dict(obj)["blocks.0.mlp.fc.weight"] - w).pow(2).mean()
+    err6 = (C.dequantize_dict(six)["blocks.0.mlp.fc.weight"] - w).pow(2).mean()
+    assert (err < err6) if bits > 6 else (err > err6)
+    c = next(p for p in C.PIPELINES if p.key == "c")
+    back = C.dequantize_dict(c.deserialize(c.serialize(obj)))
+    assert all(torch.equal(back[k], v) for k, v in C.dequantize_dict(obj).items())
+
+
+def test_bit_width_variants_refused_outside_their_families():
+    with pytest.raises(Exception, match="2..8"):
+        C.quantized_dict("sdclip", _sd(), bits=9)
+    with pytest.raises(Exception, match="no bit-width variants"):
+        C.quantized_dict("baseline", _sd(), bits=5)
+
+
+def test_interp_bpb_is_linear_in_log_bytes():
+    from golfpack.bench.peers import _interp_bpb
+
+    pts = [{"bytes": 1000, "val_bpb": 2.0}, {"bytes": 4000, "val_bpb": 1.0}]
+    assert _interp_bpb(pts, 2000) == pytest.approx(1.5)
+    assert _interp_bpb(pts, 1000) == pytest.approx(2.0)
+    assert _interp_bpb(pts, 500) is None and _interp_bpb(pts, 8000) is None  # no extrapolation
 
 
 def test_bench_peers_refuses_val_as_calibration(tmp_path, capsys):
