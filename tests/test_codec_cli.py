@@ -11,6 +11,7 @@ import torch
 
 from golfpack import safetensors_io
 from golfpack.checkpoint import read_checkpoint
+from golfpack.errors import GolfpackError
 
 
 def run_cli(*args, check=True):
@@ -102,6 +103,19 @@ def test_pt_and_sharded_sources(tmp_path):
     run_cli("decode", art, "-o", out)
     got, _ = safetensors_io.load_file(out)
     assert bits_equal(got["x"], sd["x"]) and bits_equal(got["y"], sd["y"])
+
+
+def test_a_folder_with_a_sharded_index_is_a_checkpoint(tmp_path):
+    """The shared 9x512 layout: model.safetensors.index.json beside its shards, the folder given."""
+    d = tmp_path / "ck"
+    d.mkdir()
+    x = torch.randn(3, 5)
+    safetensors_io.save_file({"x": x}, d / "model-00.safetensors")
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-00.safetensors"}}))
+    assert bits_equal(read_checkpoint(d).floats["x"], x)
+    (d / "model.safetensors.index.json").unlink()
+    with pytest.raises(GolfpackError, match="model.safetensors.index.json"):
+        read_checkpoint(d)
 
 
 @pytest.mark.parametrize(

@@ -224,11 +224,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not path.exists():
         raise GolfpackError(f"{path}: no such file or directory")
     if path.is_dir():
-        st = path / "model.safetensors"
-        if not st.is_file():
-            raise GolfpackError(f"{path}: a directory checkpoint must hold model.safetensors")
-        ck = read_checkpoint(st)
-        return ck
+        # the trainer's single file, or the sharded layout (an index beside its shards)
+        for st in (path / "model.safetensors", path / "model.safetensors.index.json"):
+            if st.is_file():
+                return read_checkpoint(st)
+        raise GolfpackError(f"{path}: a directory checkpoint must hold model.safetensors "
+                            "or model.safetensors.index.json")
     if is_artifact(path):
         from golfpack.codec.container import read_artifact
 
