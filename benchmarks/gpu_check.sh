@@ -14,7 +14,23 @@ GOLFPACK_CUDA=ON timeout 300 pip install -e . --no-build-isolation -q 2>&1 | tai
 python -c "import golfpack._C as C; assert C.with_cuda, 'extension built without CUDA'; print('with_cuda', C.with_cuda)" 2>&1 | log
 echo "== GPU tests" | log
 rc=0
-timeout 180 python -m pytest -q tests/test_qmatmul_cuda.py tests/test_packed.py 2>&1 | tail -25 | log || rc=$?
+timeout 180 python -m pytest -q tests/test_qmatmul_cuda.py tests/test_packed.py tests/test_device_paths.py 2>&1 | tail -25 | log || rc=$?
 echo "== benchmark" | log
 timeout 240 python benchmarks/gpu_check.py 2>&1 | log || rc=$?
+echo "== planner on CUDA (calibration, GPTQ, tune): encode --device cuda, stage seconds" | log
+# The shared 9x512 when this checkout has ../shared; else the same shape, randomly initialised.
+CK=../shared/data/checkpoints/gpu_9x512_sp1024
+CAL=(--calib ../shared/data/shards/enwiki_train_sp1024.bin)
+if [ ! -d "$CK" ]; then
+  CK=/tmp/gpu_check_9x512.safetensors; CAL=(--calib self)
+  python - <<'PY' 2>&1 | log
+from golfpack.model import GPT, GPTConfig
+from golfpack import safetensors_io
+m = GPT(GPTConfig(vocab_size=1024, num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4))
+safetensors_io.save_file({k: v.contiguous() for k, v in m.state_dict().items()}, "/tmp/gpu_check_9x512.safetensors")
+print("random 9x512 written")
+PY
+fi
+timeout 300 golfpack encode "$CK" -o /tmp/gpu_check.gp --budget 7374940 "${CAL[@]}" --device cuda --tune-epochs 4 --json \
+  2>&1 | python -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({k: r.get(k) for k in ('total_bytes','stage_seconds','tune')}, indent=1, default=str))" 2>&1 | log || rc=$?
 exit $rc
