@@ -50,6 +50,30 @@ def tiny_artifact(tmp_path_factory):
     return art
 
 
+@pytest.fixture(scope="module")
+def planned_artifact(tiny_artifact, tmp_path_factory):
+    """The same tiny GPT through the byte-budget planner (what `golfpack encode --budget` ships:
+    mixed widths, entropy-coded (ecsq) candidates, float16 control tensors), from its decoded
+    float weights so no shared file is needed."""
+    from conftest import shared_file
+
+    d = tmp_path_factory.mktemp("planned")
+    src = d / "dense.safetensors"
+    assert golfpack_main(["decode", str(tiny_artifact), "-o", str(src)]) == 0
+    art = d / "planned.gp"
+    calib = shared_file("shards/enwiki_train_sp1024.bin")
+    assert golfpack_main(["encode", str(src), "-o", str(art), "--budget", "90000", "--calib", str(calib),
+                          "--calib-seqs", "4", "--calib-len", "128", "--quiet"]) == 0
+    return art
+
+
+def test_planner_artifact_scores_like_golfpack_eval_without_golfpack(planned_artifact, data, tmp_path):
+    _export(planned_artifact, tmp_path / "rec", eval_mode="sliding")
+    r = run_record(tmp_path / "rec", *data, max_tokens=MAX_TOKENS, hide_golfpack=True, env={"EVAL_THREADS": 1})
+    assert r.returncode == 0, r.stderr
+    assert abs(r.val_bpb - _reference(planned_artifact, data, "sliding")) < 1e-6
+
+
 def _reference(art, data, mode, ttt=False):
     from golfpack.data.bytes import build_byte_tables
     from golfpack.data.shards import read_shards
