@@ -198,9 +198,9 @@ def run(args) -> int:
     pb = P.bar(len(todo), "peer pipelines", show, unit="pipeline")
     for p, bits in todo:
         key = p.key if bits == 6 else f"{p.key}@int{bits}"
-        pb.set_description(f"peer {key}: {p.name}")
         row = {"key": key, "family": p.key, "bits": bits, "name": p.name if bits == 6 else p.name.replace("int6", f"int{bits}"),
                "description": p.description}
+        pb.set_description(f"peer {key}: {row['name']}")
         if p.needs == "lrzip" and not C.lrzip_available():
             row["skipped"] = "lrzip is not installed (apt-get install lrzip)"
             peers.append(row)
