@@ -221,7 +221,7 @@ def packed_rows(entries: list[TensorEntry], threads: int = 1) -> list[np.ndarray
 
 
 def _rc_packed_rows(entries: list[TensorEntry], threads: int) -> dict[str, np.ndarray]:
-    """rans_rc symbols streams decoded straight into packed rows (csrc/rans_ctx.cpp), several
+    """rans_rc symbols streams decoded straight into packed rows (csrc/core/rans_ctx.cpp), several
     at a time per core (golfpack._C.rans_ctx_decode_rows); the first bad stream raises."""
     from golfpack.codec import rans_rc
 

@@ -5,7 +5,7 @@ the strongest cheap signals are per-row and per-column statistics -- a row's cli
 baseline's int8 lattice, an input channel's scale. Co-clustering the rows into R classes and the
 columns into C classes and giving each (row class, column class) cell its own table captures both
 while the table a symbol uses stays a function of its position only, so decoding is static rANS
-with a table switch (csrc/rans_ctx.cpp), not a sequential adaptive model.
+with a table switch (csrc/core/rans_ctx.cpp), not a sequential adaptive model.
 
 Stream layout (all integers little-endian; byte-exact spec: csrc/RANS.md section 6):
 
@@ -16,7 +16,7 @@ Stream layout (all integers little-endian; byte-exact spec: csrc/RANS.md section
     u32 x 4                lengths of the four side streams below
     side streams           v1 rANS streams (csrc/RANS.md 1-4) of: row_class[rows],
                            col_class[cols], table_map[R*C], table codes[T*(hi-lo+1)]
-    payload                lanes u64 states, then u32 words (csrc/rans_ctx.cpp)
+    payload                lanes u64 states, then u32 words (csrc/core/rans_ctx.cpp)
 
 A table is stored as quarter-bit code lengths (v: p ~ 2^(-v/4)), each table's codes
 delta-coded along the alphabet and zigzagged: byte 0 = absent, byte z+1 = present with
@@ -39,7 +39,7 @@ VERSION = 1
 PRECISION = 12
 MAX_CLASSES = 256  # class and table indices are bytes
 HEADER = struct.Struct("<BBBBBIHHHIIII")
-ABSENT = 0  # code byte of an absent symbol (README in csrc/rans_ctx.cpp: 255 there, 0 here)
+ABSENT = 0  # code byte of an absent symbol (README in csrc/core/rans_ctx.cpp: 255 there, 0 here)
 _SMOOTH = 0.05  # pseudo-count for unseen symbols while fitting classes (never coded)
 MAX_FIT_CELLS = 1 << 25  # largest histogram the fitter builds (rows x C x W or cols x R x W): 256 MB of int64
 

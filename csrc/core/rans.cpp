@@ -40,9 +40,6 @@
 // ========================================================================================
 #include "rans.h"
 
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -50,24 +47,11 @@
 #include <cmath>
 #include <cstring>
 
-#include "byteview.h"
-
-namespace py = pybind11;
+#include "common.h"
 
 namespace golfpack {
 namespace rans {
 namespace {
-
-inline uint64_t load_le32(const uint8_t* p) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-#else
-  return uint64_t(p[0]) | (uint64_t(p[1]) << 8) | (uint64_t(p[2]) << 16) | (uint64_t(p[3]) << 24);
-#endif
-}
-inline uint64_t load_le64(const uint8_t* p) { return load_le32(p) | (load_le32(p + 4) << 32); }
 
 void histogram(const uint8_t* s, size_t n, uint64_t hist[256]) {
   // Four sub-histograms so runs of equal bytes do not serialize on one counter.
@@ -164,37 +148,21 @@ double coded_bits(const uint64_t hist[256], const uint32_t freq[256], int precis
 }  // namespace
 
 uint64_t symbol_hash(const uint8_t* p, uint64_t n) {
-  // Four independent multiply-rotate accumulators over 8-byte little-endian words (so the
-  // post-decode pass runs at several GB/s), then a fold with the count and fmix64.
-  constexpr uint64_t K1 = 0x9E3779B97F4A7C15ull, K2 = 0xC2B2AE3D27D4EB4Full,
-                     K3 = 0x165667B19E3779F9ull;
-  auto round = [](uint64_t a, uint64_t w) {
-    a += w * K2;
-    a = (a << 31) | (a >> 33);
-    return a * K1;
-  };
-  uint64_t a0 = K1, a1 = K2, a2 = K3, a3 = ~K1;
+  // Four independent accumulators over 8-byte little-endian words (so the post-decode pass
+  // runs at several GB/s), then a fold with the count and fmix64 (common.h, RANS.md).
+  uint64_t a0 = hash::kSeed[0], a1 = hash::kSeed[1], a2 = hash::kSeed[2], a3 = hash::kSeed[3];
   const uint64_t words = n / 8;
   uint64_t k = 0;
   for (; k + 4 <= words; k += 4) {
-    a0 = round(a0, load_le64(p + 8 * k));
-    a1 = round(a1, load_le64(p + 8 * k + 8));
-    a2 = round(a2, load_le64(p + 8 * k + 16));
-    a3 = round(a3, load_le64(p + 8 * k + 24));
+    a0 = hash::round(a0, load_le64(p + 8 * k));
+    a1 = hash::round(a1, load_le64(p + 8 * k + 8));
+    a2 = hash::round(a2, load_le64(p + 8 * k + 16));
+    a3 = hash::round(a3, load_le64(p + 8 * k + 24));
   }
-  uint64_t* acc[4] = {&a0, &a1, &a2, &a3};
-  for (; k < words; ++k) *acc[k & 3] = round(*acc[k & 3], load_le64(p + 8 * k));
-  if (n % 8) {  // last partial word, zero-padded
-    uint64_t w = 0;
-    for (uint64_t b = 0; b < n % 8; ++b) w |= uint64_t(p[8 * words + b]) << (8 * b);
-    *acc[words & 3] = round(*acc[words & 3], w);
-  }
-  uint64_t h = n * K3;
-  for (uint64_t a : {a0, a1, a2, a3}) {
-    h = (h ^ a) * K1;
-    h = (h << 27) | (h >> 37);
-  }
-  return fmix64(h);
+  uint64_t acc[4] = {a0, a1, a2, a3};
+  for (; k < words; ++k) acc[k & 3] = hash::round(acc[k & 3], load_le64(p + 8 * k));
+  if (n % 8) acc[words & 3] = hash::round(acc[words & 3], hash::tail_word(p + 8 * words, n % 8));
+  return hash::fold(acc, n);
 }
 
 void normalize(const uint64_t hist[256], int precision, uint32_t freq[256]) {
@@ -539,7 +507,7 @@ __attribute__((noinline)) uint64_t decode_rounds(uint64_t* xs, const uint8_t*& w
       const uint32_t s = lut[slot];
       const uint64_t e = info[s];
       o[j] = uint8_t(s);
-      X = (e & 0xFFFF) * (X >> P) + slot - (e >> 16);
+      X = FreqCumEntry::freq(uint32_t(e)) * (X >> P) + slot - FreqCumEntry::cum(uint32_t(e));
       const uint64_t w = load_le32(wp);
       const uint64_t m = uint64_t(0) - uint64_t(X < kStateLow);
       x[j] = (((X << kWordBits) | w) & m) | (X & ~m);
@@ -582,39 +550,6 @@ std::atomic<int> g_isa{-1};  // -1: not read from the environment yet
 
 }  // namespace
 
-namespace {
-
-// The one CPU-feature probe of the decoders (read once): what the SIMD loops may use.
-struct CpuFeatures {
-  bool avx2 = false, avx512 = false, fast_pext = false;
-  // auto picks the AVX-512 loop only where it was measured faster than AVX2 (an Intel Xeon,
-  // benchmarks/RESULTS.md issue 19); on the AMD EPYC of issue 8 gathers were slow, so there auto
-  // stays on AVX2 until measured (rans_set_isa("avx512") still forces it).
-  bool avx512_auto = false;
-};
-
-const CpuFeatures& cpu_features() {
-  static const CpuFeatures f = [] {
-    CpuFeatures c;
-#if defined(__x86_64__) || defined(__i386__)
-    c.avx2 = __builtin_cpu_supports("avx2");
-    c.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-    // PEXT is microcoded (tens to hundreds of cycles) on AMD Zen 1 and 2
-    c.fast_pext = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
-    c.avx512_auto = c.avx512 && __builtin_cpu_is("intel");
-#endif
-    return c;
-  }();
-  return f;
-}
-
-}  // namespace
-
-bool cpu_has_avx2() { return cpu_features().avx2; }
-bool cpu_has_avx512() { return cpu_features().avx512; }
-bool cpu_has_fast_pext() { return cpu_features().fast_pext; }
-
 void set_isa(Isa isa) {
   if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
   if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512 (F, VL, DQ, BW)");
@@ -633,7 +568,7 @@ Isa get_isa() {
 Isa resolved_isa() {
   const Isa isa = get_isa();
   if (isa == Isa::kAuto)
-    return cpu_features().avx512_auto ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
+    return cpu_has_avx512_fast() ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
   return isa;
 }
 
@@ -649,11 +584,7 @@ void SymbolHasher::update(const uint8_t* p, uint64_t n) {
   for (; k < full && (words_ & 3); ++k) word(load_le64(p + 8 * k));
   // Aligned to accumulator 0: four independent chains, as in symbol_hash.
   for (; k + 4 <= full; k += 4) {
-    for (int a = 0; a < 4; ++a) {
-      uint64_t v = acc_[a] + load_le64(p + 8 * (k + a)) * 0xC2B2AE3D27D4EB4Full;
-      v = (v << 31) | (v >> 33);
-      acc_[a] = v * 0x9E3779B97F4A7C15ull;
-    }
+    for (int a = 0; a < 4; ++a) acc_[a] = hash::round(acc_[a], load_le64(p + 8 * (k + a)));
     words_ += 4;
   }
   for (; k < full; ++k) word(load_le64(p + 8 * k));
@@ -661,24 +592,9 @@ void SymbolHasher::update(const uint8_t* p, uint64_t n) {
 }
 
 uint64_t SymbolHasher::finish() const {
-  constexpr uint64_t K1 = 0x9E3779B97F4A7C15ull, K2 = 0xC2B2AE3D27D4EB4Full,
-                     K3 = 0x165667B19E3779F9ull;
   uint64_t acc[4] = {acc_[0], acc_[1], acc_[2], acc_[3]};
-  if (npending_) {  // last partial word, zero-padded
-    uint64_t w = 0;
-    for (int b = 0; b < npending_; ++b) w |= uint64_t(pending_[b]) << (8 * b);
-    uint64_t& a = acc[words_ & 3];
-    a += w * K2;
-    a = (a << 31) | (a >> 33);
-    a *= K1;
-  }
-  const uint64_t n = 8 * words_ + uint64_t(npending_);
-  uint64_t h = n * K3;
-  for (uint64_t a : acc) {
-    h = (h ^ a) * K1;
-    h = (h << 27) | (h >> 37);
-  }
-  return fmix64(h);
+  if (npending_) acc[words_ & 3] = hash::round(acc[words_ & 3], hash::tail_word(pending_, npending_));
+  return hash::fold(acc, 8 * words_ + uint64_t(npending_));
 }
 
 Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
@@ -696,10 +612,10 @@ Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
   for (int s = t.lo; s <= t.hi; ++s) {
     if (!t.freq[s]) continue;
     std::memset(lut_.data() + t.cum[s], s, t.freq[s]);
-    info_[s] = t.freq[s] | (t.cum[s] << 16);
+    info_[s] = FreqCumEntry::pack(t.freq[s], t.cum[s]);
     if (avx2_)
       for (uint32_t k = 0; k < t.freq[s]; ++k)
-        entries_[t.cum[s] + k] = uint64_t(t.freq[s]) | (uint64_t(s) << 32) | (uint64_t(k) << 48);
+        entries_[t.cum[s] + k] = SlotEntry64::pack(t.freq[s], uint32_t(s), k);
   }
   for (int j = 0; j < plan.lanes; ++j) x_[j] = load_le64(plan.states + 8 * j);
   wp_ = plan.words;
@@ -716,7 +632,7 @@ void Decoder::checked(uint8_t* out, uint64_t n) {
     const uint32_t s = lut_[slot];
     const uint64_t e = info_[s];
     out[k] = uint8_t(s);
-    uint64_t v = (e & 0xFFFF) * (x_[j] >> P) + slot - (e >> 16);
+    uint64_t v = FreqCumEntry::freq(uint32_t(e)) * (x_[j] >> P) + slot - FreqCumEntry::cum(uint32_t(e));
     if (v < kStateLow) {
       if (we - wp_ < 4) throw Error("truncated payload (needs more words)");
       v = (v << kWordBits) | load_le32(wp_);
@@ -843,149 +759,4 @@ void decode_fast(const Plan& plan, uint8_t* out) {
 }
 
 }  // namespace rans
-
-namespace {
-
-constexpr size_t kReleaseGilAt = size_t(1) << 15;
-
-uint64_t parse_count(const py::handle& obj) {
-  if (!PyLong_Check(obj.ptr())) throw py::type_error("count must be an int");
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
-  if (overflow > 0 || (overflow == 0 && v > 0 && uint64_t(v) > rans::kMaxCount))
-    throw py::value_error("rANS stream: count exceeds the 2^40 cap");
-  if (overflow < 0 || v < 0) throw py::value_error("rANS stream: count must be >= 0");
-  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
-  return uint64_t(v);
-}
-
-py::bytes encode_py(const py::object& symbols, int precision, int lanes) {
-  if (!py::isinstance<py::array>(symbols))
-    throw py::type_error("symbols: expected a 1-D numpy uint8 array");
-  py::array arr = py::reinterpret_borrow<py::array>(symbols);
-  if (!arr.dtype().is(py::dtype::of<uint8_t>()))
-    throw py::type_error("symbols: expected dtype uint8, got " + std::string(py::str(arr.dtype())));
-  if (arr.ndim() != 1)
-    throw py::value_error("symbols: expected a 1-D array, got " + std::to_string(arr.ndim()) +
-                          " dimensions");
-  if (precision != 0 && (precision < rans::kMinPrecision || precision > rans::kMaxPrecision))
-    throw py::value_error("precision must be 0 (auto) or 12..15, got " + std::to_string(precision));
-  if (lanes != 0 && lanes != 1 && lanes != 2 && lanes != 4 && lanes != 8)
-    throw py::value_error("lanes must be 0 (auto), 1, 2, 4 or 8, got " + std::to_string(lanes));
-  auto c = py::array_t<uint8_t, py::array::c_style>::ensure(arr);
-  const uint8_t* s = c.data();
-  const size_t n = size_t(c.size());
-  std::vector<uint8_t> out;
-  try {
-    if (n >= kReleaseGilAt) {
-      py::gil_scoped_release nogil;
-      out = rans::encode(s, n, precision, lanes);
-    } else {
-      out = rans::encode(s, n, precision, lanes);
-    }
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
-}
-
-template <bool kRef>
-py::array_t<uint8_t> decode_py(const py::object& data, const py::object& count_obj) {
-  const uint64_t count = parse_count(count_obj);
-  ByteView in(data, "rANS stream");
-  rans::Plan plan;
-  try {
-    plan = rans::prepare(in.data(), in.size(), count);
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  py::array_t<uint8_t> out{py::ssize_t(count)};  // only after every cheap check passed
-  uint8_t* o = out.mutable_data();
-  try {
-    if (count >= kReleaseGilAt) {
-      py::gil_scoped_release nogil;
-      kRef ? rans::decode_ref(plan, o) : rans::decode_fast(plan, o);
-    } else {
-      kRef ? rans::decode_ref(plan, o) : rans::decode_fast(plan, o);
-    }
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  return out;
-}
-
-py::dict table_info_py(const py::object& data) {
-  ByteView in(data, "rANS stream");
-  rans::Table t;
-  try {
-    t = rans::parse_table(in.data(), in.size());
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  py::dict d;
-  d["precision"] = t.precision;
-  py::list freqs;
-  if (t.precision) {
-    d["lo"] = t.lo;
-    d["hi"] = t.hi;
-    d["lanes"] = 1 << t.lane_code;
-    d["sparse"] = t.sparse;
-    for (int s = t.lo; s <= t.hi; ++s) freqs.append(t.freq[s]);
-  } else {
-    d["lo"] = py::none();
-    d["hi"] = py::none();
-    d["lanes"] = py::none();
-    d["sparse"] = false;
-  }
-  d["freqs"] = freqs;
-  d["present"] = t.present;
-  d["table_bytes"] = t.table_bytes;
-  d["payload_bytes"] = in.size() - t.table_bytes;
-  return d;
-}
-
-}  // namespace
-
-void register_rans(py::module_& m) {
-  m.def("rans_encode", &encode_py, py::arg("symbols"), py::arg("precision") = 0,
-        py::arg("lanes") = 0,
-        "rans_encode(symbols: uint8[n], precision: int = 0, lanes: int = 0) -> bytes\n\n"
-        "Self-contained static rANS stream (csrc/RANS.md): frequency table + interleaved\n"
-        "payload. precision: probability bits 12..15, or 0 = auto (smallest table +\n"
-        "payload). lanes: interleaved states 1/2/4/8, or 0 = auto (8 unless the 8-byte\n"
-        "state flush per lane would exceed 0.1% of the payload; the decoder is unrolled\n"
-        "for 1, 2, 4 and 8 lanes). The symbol count is NOT stored; pass it to rans_decode.");
-  m.def("rans_decode", &decode_py<false>, py::arg("data"), py::arg("count"),
-        "rans_decode(data: bytes | uint8[:], count: int) -> uint8[count]\n\n"
-        "Validates the whole stream (table, count bound, payload bounds, final states,\n"
-        "exact consumption); any violation raises ValueError('rANS stream: ...').");
-  m.def("rans_decode_ref", &decode_py<true>, py::arg("data"), py::arg("count"),
-        "Straightforward reference decoder of the rans_encode format (for tests).");
-  static const char* const kIsaNames[] = {"auto", "scalar", "avx2", "avx512"};
-  m.def("rans_set_isa", [](const std::string& name) {
-    const rans::Isa prev = rans::get_isa();
-    int i = 0;
-    while (i < 4 && name != kIsaNames[i]) ++i;
-    if (i == 4) throw py::value_error("rANS ISA must be 'auto', 'scalar', 'avx2' or 'avx512', got '" + name + "'");
-    try {
-      rans::set_isa(rans::Isa(i));
-    } catch (const rans::Error& e) {
-      throw py::value_error(e.what());
-    }
-    return std::string(kIsaNames[int(prev)]);
-  }, py::arg("name"),
-        "rans_set_isa(name: 'auto' | 'scalar' | 'avx2' | 'avx512') -> previous setting\n\n"
-        "Process-wide choice of the fast decoder's inner loop (default: $GOLFPACK_RANS_ISA, else\n"
-        "auto = AVX-512 on an Intel CPU that has it, else AVX2 when present). Every choice decodes\n"
-        "the same bytes the same way.");
-  m.def("rans_isa", []() { return std::string(kIsaNames[int(rans::resolved_isa())]); },
-        "The inner loop rans_decode uses now: 'avx512', 'avx2' or 'scalar'.");
-  m.def("rans_cpu_has_avx2", &rans::cpu_has_avx2);
-  m.def("rans_cpu_has_avx512", &rans::cpu_has_avx512);
-  m.def("rans_table_info", &table_info_py, py::arg("data"),
-        "rans_table_info(data) -> dict(precision, lo, hi, lanes, sparse, freqs, present,\n"
-        "table_bytes, payload_bytes). Validates the table only. Empty stream: precision\n"
-        "0, lo/hi/lanes None.");
-}
-
 }  // namespace golfpack
