@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -269,14 +270,32 @@ uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rou
 uint64_t decode_ctx_rounds_avx512_multi(CtxAvxStream* streams, int n, uint64_t rounds);  // rans_avx512.cpp
 
 // The batch decoders' thread pool (rans_decode_rows, rans_ctx_decode_rows): `worker` runs on
-// min(threads, jobs) threads, the caller's one included, and takes jobs from a shared counter.
+// clamp_threads(threads, jobs) threads (at most the machine's, common.h), the caller's one
+// included, and takes jobs from a shared counter. When a thread cannot be created (the system
+// is out of threads), the ones already started finish the shared list, are joined, and then a
+// ThreadError is thrown (Python: RuntimeError), never std::terminate from a joinable thread.
+class ThreadError : public std::runtime_error {
+ public:
+  explicit ThreadError(const std::string& what) : std::runtime_error(what) {}
+};
 template <class Worker>
 void run_workers(int threads, size_t jobs, Worker&& worker) {
-  const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs, 1)));
+  const int n = clamp_threads(threads, int64_t(std::min<size_t>(jobs, size_t(1) << 30)));
   std::vector<std::thread> pool;
-  for (int t = 1; t < n; ++t) pool.emplace_back(worker);
-  worker();
+  pool.reserve(size_t(n));
+  std::string failed;
+  for (int t = 1; t < n; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error& e) {
+      failed = "could not start decode thread " + std::to_string(t + 1) + " of " + std::to_string(n) + ": " +
+               e.what();
+      break;
+    }
+  }
+  if (failed.empty()) worker();
   for (auto& th : pool) th.join();
+  if (!failed.empty()) throw ThreadError(failed);
 }
 
 }  // namespace rans
