@@ -20,9 +20,17 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   shift
 fi
 jobs="${GOLFPACK_CPP_JOBS:-2}"
-cmake -S "$repo" -B "$build" -DGOLFPACK_BUILD_PYTHON=OFF -DGOLFPACK_BUILD_TESTS=ON -DGOLFPACK_CUDA=OFF \
-  -DGOLFPACK_SANITIZE="$sanitize" -DCMAKE_BUILD_TYPE=Release -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >/dev/null
-cmake --build "$build" --target golfpack_core_tests -j "$jobs" >/dev/null
+if ! command -v cmake >/dev/null; then python3 -m pip install -q cmake; fi
+mkdir -p "$build"
+log="$build/build.log"
+# The build's output (GCC's AVX-512 header warnings at -O1 included) goes to a log, shown on failure.
+if ! { cmake -S "$repo" -B "$build" -DGOLFPACK_BUILD_PYTHON=OFF -DGOLFPACK_BUILD_TESTS=ON -DGOLFPACK_CUDA=OFF \
+         -DGOLFPACK_SANITIZE="$sanitize" -DCMAKE_BUILD_TYPE=Release -DCMAKE_EXPORT_COMPILE_COMMANDS=ON &&
+       cmake --build "$build" --target golfpack_core_tests -j "$jobs"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "error: building the C++ core tests failed (log: $log)" >&2
+  exit 1
+fi
 python3 - "$build/compile_commands.json" "$repo/csrc/core" <<'PY'
 import json, shlex, sys
 cmds, core = json.load(open(sys.argv[1])), sys.argv[2]

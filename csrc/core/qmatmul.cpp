@@ -481,7 +481,7 @@ void check_symbols(const int8_t* q, int64_t N, int64_t K, int bits) {
 void pack_rows(const int8_t* q, int64_t N, int64_t K, int bits, uint8_t* dst) {
   check_bits(bits);
   const int64_t stride = packed_row_stride(K, bits);
-  std::memset(dst, 0, static_cast<size_t>(N * stride));
+  if (N * stride > 0) std::memset(dst, 0, static_cast<size_t>(N * stride));  // dst may be null when empty
   const uint32_t mask = (1u << bits) - 1u;
   for (int64_t n = 0; n < N; ++n) {
     uint8_t* row = dst + n * stride;
