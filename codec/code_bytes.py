@@ -150,6 +150,7 @@ NATIVE_SOURCES: tuple[str, ...] = (
     "csrc/core/qmatmul.cpp",
     "csrc/core/qmatmul_small.h",
     "csrc/py/byteview.h",
+    "csrc/py/batch_results.h",
     "csrc/py/bitpack_py.cpp",
     "csrc/py/rans_py.cpp",
     "csrc/py/rans_rows_py.cpp",

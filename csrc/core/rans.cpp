@@ -254,15 +254,15 @@ int choose_lanes(double payload_bytes) {
 }
 
 std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int max_lanes) {
-  if (uint64_t(count) > kMaxCount) throw Error("more than 2^40 symbols");
+  if (uint64_t(count) > kMaxCount) throw Error(nullptr, "more than 2^40 symbols");
   if (count == 0) return {0};  // the empty table, no payload
   uint64_t hist[256];
   histogram(sym, count, hist);
   if (precision == 0) precision = choose_precision(hist, count);
   if (precision < kMinPrecision || precision > kMaxPrecision)
-    throw Error("precision must be 0 (auto) or 12..15");
+    throw Error(nullptr, "precision must be 0 (auto) or 12..15");
   if (max_lanes != 0 && max_lanes != 1 && max_lanes != 2 && max_lanes != 4 && max_lanes != 8)
-    throw Error("lanes must be 0 (auto), 1, 2, 4 or 8");
+    throw Error(nullptr, "lanes must be 0 (auto), 1, 2, 4 or 8");
   uint32_t freq[256], cum[257];
   normalize(hist, precision, freq);
   cum[0] = 0;
@@ -313,37 +313,37 @@ std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int
 
 Table parse_table(const uint8_t* data, size_t size) {
   Table t;
-  if (size < 1) throw Error("empty buffer (no table)");
+  if (size < 1) throw Error("R1", "empty buffer (no table)");
   const int head = data[0];
   if (head == 0) {
     t.table_bytes = 1;
     return t;
   }
-  if (head & 0x80) throw Error("reserved bit 7 of the header byte is set");
+  if (head & 0x80) throw Error("R1", "reserved bit 7 of the header byte is set");
   const int p = head & 0x0F;
   if (p < kMinPrecision || p > kMaxPrecision)
-    throw Error("precision " + std::to_string(p) + " not in 12..15");
-  if (size < 3) throw Error("truncated table header");
+    throw Error("R1", "precision " + std::to_string(p) + " not in 12..15");
+  if (size < 3) throw Error("R2", "truncated table header");
   t.precision = p;
   t.lane_code = (head >> 4) & 3;
   t.sparse = (head & kSparseFlag) != 0;
   t.lo = data[1];
   t.hi = data[2];
   if (t.lo > t.hi)
-    throw Error("table range lo=" + std::to_string(t.lo) + " > hi=" + std::to_string(t.hi));
+    throw Error("R2", "table range lo=" + std::to_string(t.lo) + " > hi=" + std::to_string(t.hi));
   size_t pos = 3;
   bool listed[256] = {};  // symbols whose frequency varint follows
   if (t.sparse) {
     const int nbits = t.hi - t.lo + 1;
     const size_t nbytes = size_t(nbits + 7) / 8;
-    if (size - pos < nbytes) throw Error("truncated presence bitmap");
+    if (size - pos < nbytes) throw Error("R2", "truncated presence bitmap");
     for (int i = 0; i < int(8 * nbytes); ++i) {
       const bool bit = (data[pos + size_t(i) / 8] >> (i % 8)) & 1;
-      if (i >= nbits && bit) throw Error("nonzero padding bits in the presence bitmap");
+      if (i >= nbits && bit) throw Error("R2", "nonzero padding bits in the presence bitmap");
       if (i < nbits) listed[t.lo + i] = bit;
     }
     if (!listed[t.lo] || !listed[t.hi])
-      throw Error("table range endpoints must be present in the bitmap");
+      throw Error("R2", "table range endpoints must be present in the bitmap");
     pos += nbytes;
   } else {
     for (int s = t.lo; s <= t.hi; ++s) listed[s] = true;
@@ -355,34 +355,34 @@ Table parse_table(const uint8_t* data, size_t size) {
     uint32_t v = 0;
     int shift = 0;
     for (;;) {
-      if (pos >= size) throw Error("truncated frequency table");
+      if (pos >= size) throw Error("R3", "truncated frequency table");
       const uint8_t b = data[pos++];
       if (shift == 14 && b > 2)  // a third byte can only complete a value <= 2^15
-        throw Error("frequency varint too long or too large for symbol " + std::to_string(s));
+        throw Error("R3", "frequency varint too long or too large for symbol " + std::to_string(s));
       v |= uint32_t(b & 0x7F) << shift;
       if (!(b & 0x80)) {
         if (b == 0 && shift > 0)
-          throw Error("non-minimal frequency varint for symbol " + std::to_string(s));
+          throw Error("R3", "non-minimal frequency varint for symbol " + std::to_string(s));
         break;
       }
       shift += 7;
     }
     if (v > M)
-      throw Error("frequency " + std::to_string(v) + " of symbol " + std::to_string(s) +
+      throw Error("R3", "frequency " + std::to_string(v) + " of symbol " + std::to_string(s) +
                   " exceeds 2^" + std::to_string(p));
     if (t.sparse && v == 0)
-      throw Error("zero frequency for symbol " + std::to_string(s) + " marked present");
+      throw Error("R3", "zero frequency for symbol " + std::to_string(s) + " marked present");
     t.freq[s] = v;
     sum += v;
     t.present += v != 0;
   }
   if (t.freq[t.lo] == 0 || t.freq[t.hi] == 0)
-    throw Error("table range endpoints must have nonzero frequency");
+    throw Error("R3", "table range endpoints must have nonzero frequency");
   if (sum != M)
-    throw Error("frequencies sum to " + std::to_string(sum) + ", expected 2^" +
+    throw Error("R3", "frequencies sum to " + std::to_string(sum) + ", expected 2^" +
                 std::to_string(p) + " = " + std::to_string(M));
   if (t.present == 1 && t.lane_code != 0)
-    throw Error("one-symbol table with a nonzero lane code");
+    throw Error("R3", "one-symbol table with a nonzero lane code");
   t.cum[0] = 0;
   for (int s = 0; s < 256; ++s) t.cum[s + 1] = t.cum[s] + t.freq[s];
   t.table_bytes = pos;
@@ -396,30 +396,30 @@ Plan prepare(const uint8_t* data, size_t size, uint64_t count) {
   const Table& t = plan.table;
   const size_t payload = size - t.table_bytes;
   if (count > kMaxCount)
-    throw Error("count " + std::to_string(count) + " exceeds the 2^40 cap");
+    throw Error("R4", "count " + std::to_string(count) + " exceeds the 2^40 cap");
   if (t.precision == 0) {
     if (count != 0)
-      throw Error("empty table cannot produce " + std::to_string(count) + " symbols");
-    if (payload != 0) throw Error(std::to_string(payload) + " trailing bytes after empty table");
+      throw Error("R4", "empty table cannot produce " + std::to_string(count) + " symbols");
+    if (payload != 0) throw Error("R5", std::to_string(payload) + " trailing bytes after empty table");
     return plan;
   }
-  if (count == 0) throw Error("non-empty table but count is 0 (empty input encodes as one 0 byte)");
+  if (count == 0) throw Error("R4", "non-empty table but count is 0 (empty input encodes as one 0 byte)");
   if (t.present == 1) {
     if (payload != 0)
-      throw Error(std::to_string(payload) + " payload bytes after a one-symbol table (expected 0)");
+      throw Error("R5", std::to_string(payload) + " payload bytes after a one-symbol table (expected 0)");
     return plan;
   }
   plan.lanes = int(std::min<uint64_t>(uint64_t(1) << t.lane_code, count));
   const size_t state_bytes = 8 * size_t(plan.lanes);
   if (payload < state_bytes)
-    throw Error("truncated: " + std::to_string(payload) + " payload bytes, need " +
+    throw Error("R5", "truncated: " + std::to_string(payload) + " payload bytes, need " +
                 std::to_string(state_bytes) + " for the initial states");
   if ((payload - state_bytes) % 4)
-    throw Error("payload word bytes are not a multiple of 4");
+    throw Error("R5", "payload word bytes are not a multiple of 4");
   const uint64_t bound =
       kRunFactor * (uint64_t(1) << t.precision) * (uint64_t(payload / 4) + kLanes);
   if (count > bound)
-    throw Error("count " + std::to_string(count) + " is more than a " + std::to_string(payload) +
+    throw Error("R4", "count " + std::to_string(count) + " is more than a " + std::to_string(payload) +
                 "-byte payload can hold at precision " + std::to_string(t.precision) +
                 " (max " + std::to_string(bound) + ")");
   plan.states = data + t.table_bytes;
@@ -428,7 +428,7 @@ Plan prepare(const uint8_t* data, size_t size, uint64_t count) {
   for (int j = 0; j < plan.lanes; ++j) {
     const uint64_t x = load_le64(plan.states + 8 * j);
     if (x < kStateLow || x >= kStateHigh)
-      throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
+      throw Error("R6", "initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
   }
   return plan;
 }
@@ -437,11 +437,11 @@ namespace {
 
 void check_end(const Plan& plan, const uint64_t* x, const uint8_t* wp, const uint8_t* out) {
   if (wp != plan.words_end)
-    throw Error(std::to_string(plan.words_end - wp) + " unread payload bytes after decoding");
+    throw Error("R8", std::to_string(plan.words_end - wp) + " unread payload bytes after decoding");
   const uint64_t h = symbol_hash(out, plan.count);
   for (int j = 0; j < plan.lanes; ++j)
     if (x[j] != kStateLow + lane_tag(h, j))
-      throw Error("final state of lane " + std::to_string(j) +
+      throw Error("R9", "final state of lane " + std::to_string(j) +
                   " does not match the integrity tag (corrupt stream or wrong count)");
 }
 
@@ -467,7 +467,7 @@ void decode_ref(const Plan& plan, uint8_t* out) {
     out[i] = uint8_t(s);
     x[j] = t.freq[s] * (x[j] >> P) + slot - t.cum[s];
     if (x[j] < kStateLow) {
-      if (plan.words_end - wp < 4) throw Error("truncated payload (needs more words)");
+      if (plan.words_end - wp < 4) throw Error("R7", "truncated payload (needs more words)");
       x[j] = (x[j] << kWordBits) | load_le32(wp);
       wp += 4;
     }
@@ -528,7 +528,7 @@ uint64_t decode_rounds_p(int P, uint64_t* xs, const uint8_t*& wp, const uint8_t*
     case 13: return decode_rounds<13, N>(xs, wp, we, lut, info, out, rounds);
     case 14: return decode_rounds<14, N>(xs, wp, we, lut, info, out, rounds);
     case 15: return decode_rounds<15, N>(xs, wp, we, lut, info, out, rounds);
-    default: throw Error("internal: unvalidated precision");
+    default: throw Error(nullptr, "internal: unvalidated precision");
   }
 }
 
@@ -551,8 +551,8 @@ std::atomic<int> g_isa{-1};  // -1: not read from the environment yet
 }  // namespace
 
 void set_isa(Isa isa) {
-  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
-  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512 (F, VL, DQ, BW)");
+  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error(nullptr, "this CPU has no AVX2");
+  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error(nullptr, "this CPU has no AVX-512 (F, VL, DQ, BW)");
   g_isa.store(int(isa));
 }
 
@@ -601,8 +601,8 @@ Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
   const Table& t = plan.table;
   if (plan.count == 0 || t.present == 1) return;  // nothing to set up: run() fills or does nothing
   if (isa == Isa::kAuto) isa = resolved_isa();
-  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
-  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512");
+  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error(nullptr, "this CPU has no AVX2");
+  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error(nullptr, "this CPU has no AVX-512");
   avx2_ = uses_avx2(isa) && (plan.lanes == 4 || plan.lanes == 8);
   avx512_ = isa == Isa::kAvx512 && plan.lanes == 8;
   const int P = t.precision;
@@ -634,7 +634,7 @@ void Decoder::checked(uint8_t* out, uint64_t n) {
     out[k] = uint8_t(s);
     uint64_t v = FreqCumEntry::freq(uint32_t(e)) * (x_[j] >> P) + slot - FreqCumEntry::cum(uint32_t(e));
     if (v < kStateLow) {
-      if (we - wp_ < 4) throw Error("truncated payload (needs more words)");
+      if (we - wp_ < 4) throw Error("R7", "truncated payload (needs more words)");
       v = (v << kWordBits) | load_le32(wp_);
       wp_ += 4;
     }
@@ -644,7 +644,7 @@ void Decoder::checked(uint8_t* out, uint64_t n) {
 }
 
 void Decoder::run(uint8_t* out, uint64_t n) {
-  if (n > plan_.count - done_) throw Error("internal: decoding past the symbol count");
+  if (n > plan_.count - done_) throw Error(nullptr, "internal: decoding past the symbol count");
   if (n == 0) return;
   if (plan_.table.present == 1) {
     std::memset(out, plan_.table.lo, n);
@@ -711,7 +711,7 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
     const int limit = ds[k]->avx512_ ? kGroup : 4;
     for (; k < count && m < limit; ++k) {
       Decoder& d = *ds[k];
-      if (n[k] > d.plan_.count - d.done_) throw Error("internal: decoding past the symbol count");
+      if (n[k] > d.plan_.count - d.done_) throw Error(nullptr, "internal: decoding past the symbol count");
       if (!d.avx2_ || d.plan_.lanes != 8 || n[k] < 8 || (m && d.avx512_ != g[0]->avx512_)) {
         guarded(k, [&] { d.run(out[k], n[k]); });
         continue;
@@ -743,12 +743,12 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
 
 void Decoder::finish(uint64_t hash) const {
   if (plan_.count == 0 || plan_.table.present == 1) return;  // no payload, nothing to check
-  if (done_ != plan_.count) throw Error("internal: finish before every symbol was decoded");
+  if (done_ != plan_.count) throw Error(nullptr, "internal: finish before every symbol was decoded");
   if (wp_ != plan_.words_end)
-    throw Error(std::to_string(plan_.words_end - wp_) + " unread payload bytes after decoding");
+    throw Error("R8", std::to_string(plan_.words_end - wp_) + " unread payload bytes after decoding");
   for (int j = 0; j < plan_.lanes; ++j)
     if (x_[j] != kStateLow + lane_tag(hash, j))
-      throw Error("final state of lane " + std::to_string(j) +
+      throw Error("R9", "final state of lane " + std::to_string(j) +
                   " does not match the integrity tag (corrupt stream or wrong count)");
 }
 

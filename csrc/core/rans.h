@@ -102,9 +102,13 @@ static_assert(SlotEntry32::freq(SlotEntry32::pack(1u << SlotEntry32::kMaxP32, (1
                   255, "SlotEntry32 round trip at the extremes");
 
 // Every malformed-stream condition; bindings turn it into ValueError.
+// `rule` is the numbered rule of csrc/RANS.md (R1.., C1..) or FORMAT.md (S9) that the stream
+// breaks, appended as " [R3]" so every refusal names its rule; nullptr for errors that refuse no
+// input (encoder arguments, an ISA this CPU lacks, internal invariants).
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error("rANS stream: " + what) {}
+  Error(const char* rule, const std::string& what)
+      : std::runtime_error("rANS stream: " + what + (rule ? std::string(" [") + rule + "]" : std::string())) {}
 };
 
 // Header byte (RANS.md 1): bits 0-3 precision, bits 4-5 lane code k (up to 2^k lanes),

@@ -56,8 +56,8 @@ using rans::kWordBits;
 
 // codes: T rows of W bytes for symbols lo .. lo+W-1 (README 1); writes T*256 frequencies.
 void build_tables(const uint8_t* codes, int T, int lo, int W, int P, uint32_t* freq_out) {
-  if (P < kMinP || P > kMaxP) throw Error("precision must be 10..15, got " + std::to_string(P));
-  if (W < 1 || lo < 0 || lo + W > 256) throw Error("table alphabet out of range");
+  if (P < kMinP || P > kMaxP) throw Error("C1", "precision must be 10..15, got " + std::to_string(P));
+  if (W < 1 || lo < 0 || lo + W > 256) throw Error("C2", "table alphabet out of range");
   const uint64_t M = uint64_t(1) << P;
   std::vector<int> order;
   for (int t = 0; t < T; ++t) {
@@ -70,14 +70,14 @@ void build_tables(const uint8_t* codes, int T, int lo, int W, int P, uint32_t* f
       const uint8_t v = c[i];
       if (v == kAbsent) continue;
       if (v > 4 * P)
-        throw Error("table " + std::to_string(t) + ": code " + std::to_string(v) +
+        throw Error("C2", "table " + std::to_string(t) + ": code " + std::to_string(v) +
                     " exceeds 4*P = " + std::to_string(4 * P));
       const uint64_t w = std::max<uint64_t>(1, (uint64_t(kQuarterPow[v & 3]) << P) >> (16 + (v >> 2)));
       f[lo + i] = uint32_t(w);
       sum += w;
       order.push_back(lo + i);
     }
-    if (order.empty()) throw Error("table " + std::to_string(t) + " has no present symbol");
+    if (order.empty()) throw Error("C2", "table " + std::to_string(t) + " has no present symbol");
     if (sum != M) {  // rescale, floor, present symbols >= 1
       uint64_t s2 = 0;
       for (int s : order) {
@@ -121,7 +121,7 @@ CtxTables make_tables(const uint32_t* freq, int T, int P) {
     uint32_t cum = 0;
     const uint32_t* f = freq + size_t(k) * 256;
     for (int s = 0; s < 256; ++s) {
-      if (cum + uint64_t(f[s]) > (1u << P)) throw Error("table " + std::to_string(k) + " sums past 2^P");
+      if (cum + uint64_t(f[s]) > (1u << P)) throw Error("C2", "table " + std::to_string(k) + " sums past 2^P");
       t.info[size_t(k) * 256 + s] = rans::FreqCumEntry::pack(f[s], cum);
       if (packed) {  // slot cum + b: SlotEntry32 (freq, bias b, symbol s)
         uint32_t* e = t.entry.data() + (size_t(k) << P) + cum;
@@ -131,7 +131,7 @@ CtxTables make_tables(const uint32_t* freq, int T, int P) {
       }
       cum += f[s];
     }
-    if (cum != (1u << P)) throw Error("table " + std::to_string(k) + " does not sum to 2^P");
+    if (cum != (1u << P)) throw Error("C2", "table " + std::to_string(k) + " does not sum to 2^P");
   }
   return t;
 }
@@ -178,7 +178,7 @@ std::vector<uint8_t> encode(const uint8_t* sym, uint64_t count, const Contexts& 
   ctx.fill(0, count, tid.data());
   for (uint64_t i = 0; i < count; ++i)
     if (tb.freq[size_t(tid[i]) * 256 + sym[i]] == 0)
-      throw Error("symbol " + std::to_string(sym[i]) + " at position " + std::to_string(i) +
+      throw Error(nullptr, "symbol " + std::to_string(sym[i]) + " at position " + std::to_string(i) +
                   " is absent from its table " + std::to_string(tid[i]));
   lanes = int(std::min<uint64_t>(uint64_t(lanes), std::max<uint64_t>(count, 1)));
   const int P = tb.P;
@@ -228,18 +228,18 @@ class CtxStream {
   CtxStream(const uint8_t* data, size_t size, uint64_t count, const Contexts& ctx, const CtxTables& tb, int lanes)
       : ctx_(ctx), tb_(tb), count_(count) {
     if (count == 0) {
-      if (size) throw Error(std::to_string(size) + " bytes in a stream of 0 symbols");
+      if (size) throw Error("C3", std::to_string(size) + " bytes in a stream of 0 symbols");
       return;
     }
     lanes_ = int(std::min<uint64_t>(uint64_t(lanes), count));
     if (size < 8 * size_t(lanes_))
-      throw Error("truncated: " + std::to_string(size) + " payload bytes, need " + std::to_string(8 * lanes_) +
+      throw Error("C3", "truncated: " + std::to_string(size) + " payload bytes, need " + std::to_string(8 * lanes_) +
                   " for the initial states");
-    if ((size - 8 * size_t(lanes_)) % 4) throw Error("payload word bytes are not a multiple of 4");
+    if ((size - 8 * size_t(lanes_)) % 4) throw Error("C3", "payload word bytes are not a multiple of 4");
     for (int j = 0; j < lanes_; ++j) {
       x_[j] = load_le64(data + 8 * j);
       if (x_[j] < kStateLow || x_[j] >= kStateHigh)
-        throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
+        throw Error("C3", "initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
     }
     wp_ = data + 8 * size_t(lanes_);
     we_ = data + size;
@@ -300,7 +300,7 @@ class CtxStream {
         x_[j] = uint64_t(rans::FreqCumEntry::freq(inf)) * (x_[j] >> P) + slot - rans::FreqCumEntry::cum(inf);
       }
       if (x_[j] < kStateLow) {
-        if (we_ - wp_ < 4) throw Error("truncated payload (needs more words)");
+        if (we_ - wp_ < 4) throw Error("C4", "truncated payload (needs more words)");
         x_[j] = (x_[j] << kWordBits) | load_le32(wp_);
         wp_ += 4;
       }
@@ -310,11 +310,11 @@ class CtxStream {
   }
   void finish() const {
     if (count_ == 0) return;
-    if (wp_ != we_) throw Error(std::to_string(we_ - wp_) + " unread payload bytes after decoding");
+    if (wp_ != we_) throw Error("C4", std::to_string(we_ - wp_) + " unread payload bytes after decoding");
     const uint64_t h = hasher_.finish();
     for (int j = 0; j < lanes_; ++j)
       if (x_[j] != kStateLow + rans::lane_tag(h, j))
-        throw Error("final state of lane " + std::to_string(j) +
+        throw Error("C4", "final state of lane " + std::to_string(j) +
                     " does not match the integrity tag (corrupt stream or wrong count)");
   }
 
@@ -377,7 +377,7 @@ struct ToPackedRows {
     const int lo = 128 - (1 << (bits - 1)), hi = 128 + (1 << (bits - 1)) - 1;
     if (check_range)
       for (uint64_t k = 0; k < n; ++k)
-        if (p[k] < lo || p[k] > hi) throw Error("symbols outside the " + std::to_string(bits) + "-bit range");
+        if (p[k] < lo || p[k] > hi) throw Error("S9", "symbols outside the " + std::to_string(bits) + "-bit range");
     while (n) {
       if (filled == 0 && n >= cols) {  // a whole row straight from the piece
         pack_u_row(p, cols, bits, dst + next_row++ * stride, stride, avx2);
@@ -490,21 +490,21 @@ void rows_worker(std::vector<RowsJob>& jobs, std::atomic<size_t>& next) {
 
 void validate_model(Model& m, uint64_t count, uint64_t cols, size_t n_row_class, size_t n_col_class, size_t n_map,
                     const uint32_t* freqs, size_t n_freqs, int P) {
-  if (cols == 0 || count % cols) throw std::invalid_argument("rANS rc stream: count is not a multiple of cols");
+  if (cols == 0 || count % cols) throw std::invalid_argument("rANS rc stream: count is not a multiple of cols [C1]");
   const uint64_t rows = count / cols;
   if (uint64_t(n_row_class) != rows || uint64_t(n_col_class) != cols)
-    throw std::invalid_argument("rANS rc stream: class arrays do not match rows x cols");
-  if (m.ctx.C < 1 || n_map % size_t(m.ctx.C)) throw std::invalid_argument("rANS rc stream: table_map is not R x C");
+    throw std::invalid_argument("rANS rc stream: class arrays do not match rows x cols [C2]");
+  if (m.ctx.C < 1 || n_map % size_t(m.ctx.C)) throw std::invalid_argument("rANS rc stream: table_map is not R x C [C2]");
   const int R = int(n_map / size_t(m.ctx.C));
-  if (P < kMinP || P > kMaxP) throw std::invalid_argument("rANS rc stream: precision must be 10..15");
-  if (n_freqs % 256 || n_freqs == 0) throw std::invalid_argument("rANS rc stream: freqs is not T x 256");
+  if (P < kMinP || P > kMaxP) throw std::invalid_argument("rANS rc stream: precision must be 10..15 [C1]");
+  if (n_freqs % 256 || n_freqs == 0) throw std::invalid_argument("rANS rc stream: freqs is not T x 256 [C2]");
   const int T = int(n_freqs / 256);
   auto all_below = [](const uint8_t* p, size_t n, int lim) {
     return std::all_of(p, p + n, [&](uint8_t v) { return int(v) < lim; });
   };
   if (!all_below(m.ctx.row_class, n_row_class, R) || !all_below(m.ctx.col_class, n_col_class, m.ctx.C) ||
       !all_below(m.ctx.map, n_map, T))
-    throw std::invalid_argument("rANS rc stream: a class or table index is out of range");
+    throw std::invalid_argument("rANS rc stream: a class or table index is out of range [C2]");
   try {
     m.tables = make_tables(freqs, T, P);
   } catch (const rans::Error& e) {

@@ -157,7 +157,7 @@ void finish(Slot& s) {
   Job& j = *s.job;
   s.dec->finish(s.hasher.finish());
   if (s.out_of_range)
-    throw std::runtime_error("rans stream decodes symbols outside the " + std::to_string(j.bits) + "-bit range");
+    throw std::runtime_error("rans stream decodes symbols outside the " + std::to_string(j.bits) + "-bit range [S9]");
 }
 
 // One worker: keeps up to kInFlight jobs decoding together until the shared list is empty.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "batch_results.h"
 #include "byteview.h"
 #include "common.h"
 #include "qmatmul.h"
@@ -80,7 +81,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
     const int C = py::cast<int>(spec[6]), P = py::cast<int>(spec[8]);
     j.lanes = check_lanes(py::cast<int>(spec[9]));
     j.bits = py::cast<int>(spec[10]);
-    if (j.count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30");
+    if (j.count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30 [C1]");
     if (j.bits < 2 || j.bits > 8) throw py::value_error("bits must be 2..8");
     try {  // the model's own problems are this stream's error, like its payload's
       models[k] = make_model(j.count, j.cols, spec[3], spec[4], spec[5], C, spec[7], P);
@@ -99,14 +100,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
     py::gil_scoped_release nogil;
     rans_ctx::decode_rows(jobs, threads);
   }
-  py::list results;
-  for (size_t k = 0; k < jobs.size(); ++k) {
-    if (!jobs[k].error.empty())
-      results.append(py::str(jobs[k].error));
-    else
-      results.append(arrays[k]);
-  }
-  return results;
+  return batch_results(jobs, arrays);
 }
 
 }  // namespace
@@ -121,7 +115,7 @@ void register_rans_ctx(py::module_& m) {
         "Arguments of the wrong type or range (lanes, bits, count) raise before anything is decoded.");
   m.def("rans_ctx_tables", [](const py::object& codes, int T, int lo, int P) {
     auto c = flat_array<uint8_t>(codes, "codes");
-    if (T < 1 || c.size() % T) throw py::value_error("rANS rc stream: codes is not T x W");
+    if (T < 1 || c.size() % T) throw py::value_error("rANS rc stream: codes is not T x W [C2]");
     const int W = int(c.size() / T);
     py::array_t<uint32_t> out{py::ssize_t(T) * 256};
     try {
@@ -155,7 +149,7 @@ void register_rans_ctx(py::module_& m) {
   m.def("rans_ctx_decode", [](const py::object& data, uint64_t count, uint64_t cols, const py::object& row_class,
                               const py::object& col_class, const py::object& map, int C,
                               const py::object& freqs, int P, int lanes) {
-    if (count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30");
+    if (count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30 [C1]");
     ByteView in(data, "rANS rc payload");
     Model md = make_model(count, cols, row_class, col_class, map, C, freqs, P);
     check_lanes(lanes);
@@ -174,7 +168,7 @@ void register_rans_ctx(py::module_& m) {
   m.def("rans_ctx_decode_packed", [](const py::object& data, uint64_t count, uint64_t cols, const py::object& row_class,
                                      const py::object& col_class, const py::object& map, int C,
                                      const py::object& freqs, int P, int lanes, int bits) {
-    if (count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30");
+    if (count > (uint64_t(1) << 30)) throw py::value_error("rANS rc stream: count exceeds 2^30 [C1]");
     if (bits < 2 || bits > 8) throw py::value_error("bits must be 2..8");
     ByteView in(data, "rANS rc payload");
     Model md = make_model(count, cols, row_class, col_class, map, C, freqs, P);

@@ -23,8 +23,8 @@ uint64_t parse_count(const py::handle& obj) {
   int overflow = 0;
   const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
   if (overflow > 0 || (overflow == 0 && v > 0 && uint64_t(v) > rans::kMaxCount))
-    throw py::value_error("rANS stream: count exceeds the 2^40 cap");
-  if (overflow < 0 || v < 0) throw py::value_error("rANS stream: count must be >= 0");
+    throw py::value_error("rANS stream: count exceeds the 2^40 cap [R4]");
+  if (overflow < 0 || v < 0) throw py::value_error("rANS stream: count must be >= 0 [R4]");
   if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
   return uint64_t(v);
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "batch_results.h"
 #include "byteview.h"
 #include "common.h"
 #include "rans.h"
@@ -29,7 +30,6 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
   if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
   std::vector<rans_rows::Job> jobs(specs.size());
   std::vector<std::unique_ptr<ByteView>> views(jobs.size());
-  py::list results;
   std::vector<py::object> arrays(jobs.size());
   for (size_t k = 0; k < jobs.size(); ++k) {
     py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
@@ -58,13 +58,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
     py::gil_scoped_release nogil;
     rans_rows::decode(jobs, threads);
   }
-  for (size_t k = 0; k < jobs.size(); ++k) {
-    if (!jobs[k].error.empty())
-      results.append(py::str(jobs[k].error));
-    else
-      results.append(arrays[k]);
-  }
-  return results;
+  return batch_results(jobs, arrays);
 }
 
 }  // namespace
