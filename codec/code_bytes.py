@@ -30,9 +30,10 @@ path from artifact bytes to a model that produces logits, dense
   models and runs them, and against every golfpack import statement (lazy
   ones included) in the listed files, so it cannot silently go stale.
 * C++, `NATIVE_SOURCES`: every source of the native extension `golfpack._C`
-  (csrc/*.cpp and csrc/*.h: bit-packing and rANS for decoding, the
+  (csrc/core/*.{cpp,h}, the kernels without Python, and csrc/py/*.{cpp,h}, the pybind11 glue:
+  bit-packing and rANS for decoding, the
   dequant-matmul for packed layers, the encoder's GPTQ column loop, module.cpp). All of them are compiled into
-  the one extension the runtime imports. The CUDA kernels (csrc/cuda/) are
+  the one extension the runtime imports. The CUDA kernels (csrc/core/cuda/) are
   counted only with `include_cuda=True`.
 
 What is not counted, and why
@@ -125,29 +126,45 @@ EVAL_SOURCES: tuple[str, ...] = (
     "data/bytes.py",
 )
 
-# The native extension golfpack._C: every csrc/*.h and csrc/*.cpp (all compiled into it).
+# The native extension golfpack._C: every csrc/core/*.{h,cpp} (the kernels, no Python) and
+# csrc/py/*.{h,cpp} (the pybind11 glue), all compiled into it.
 NATIVE_SOURCES: tuple[str, ...] = (
-    "csrc/byteview.h",
-    "csrc/bitpack.h",
-    "csrc/bitpack.cpp",
-    "csrc/rans.h",
-    "csrc/rans.cpp",
-    "csrc/rans_avx2.cpp",
-    "csrc/rans_avx512.cpp",
-    "csrc/rans_rows.cpp",
-    "csrc/rans_ctx.cpp",
-    "csrc/crc32.cpp",
-    "csrc/gptq.cpp",
-    "csrc/qmatmul.h",
-    "csrc/qmatmul.cpp",
-    "csrc/qmatmul_small.h",
-    "csrc/module.cpp",
+    "csrc/core/common.h",
+    "csrc/core/cpu.cpp",
+    "csrc/core/bitpack.h",
+    "csrc/core/bitpack.cpp",
+    "csrc/core/rans.h",
+    "csrc/core/rans.cpp",
+    "csrc/core/rans_avx2.cpp",
+    "csrc/core/rans_avx512.cpp",
+    "csrc/core/rans_rows.h",
+    "csrc/core/rans_rows.cpp",
+    "csrc/core/rans_ctx.h",
+    "csrc/core/rans_ctx.cpp",
+    "csrc/core/crc32.h",
+    "csrc/core/crc32.cpp",
+    "csrc/core/gptq.h",
+    "csrc/core/gptq.cpp",
+    "csrc/core/qmatmul.h",
+    "csrc/core/qgemm.h",
+    "csrc/core/qmatmul.cpp",
+    "csrc/core/qmatmul_small.h",
+    "csrc/py/byteview.h",
+    "csrc/py/batch_results.h",
+    "csrc/py/bitpack_py.cpp",
+    "csrc/py/rans_py.cpp",
+    "csrc/py/rans_rows_py.cpp",
+    "csrc/py/rans_ctx_py.cpp",
+    "csrc/py/crc32_py.cpp",
+    "csrc/py/gptq_py.cpp",
+    "csrc/py/qmatmul_py.cpp",
+    "csrc/py/module.cpp",
 )
 
 # CUDA kernels, counted only with include_cuda=True.
 CUDA_SOURCES: tuple[str, ...] = (
-    "csrc/cuda/qmatmul.cuh",
-    "csrc/cuda/qmatmul.cu",
+    "csrc/core/cuda/qmatmul.cuh",
+    "csrc/core/cuda/qmatmul.cu",
 )
 
 # The self-extractor: two lines; the base85 payload goes where {payload} is (the b85
@@ -310,7 +327,7 @@ def find_csrc() -> Path:
     if len(pkg.parents) > 1:
         candidates.append(pkg.parents[1] / "csrc")  # editable: <checkout>/src/golfpack -> <checkout>/csrc
     for c in candidates:
-        if (c / "module.cpp").is_file():
+        if (c / "py" / "module.cpp").is_file():
             return c
     raise GolfpackError(
         "cannot find golfpack's C++ sources for --code-bytes auto (looked in "

@@ -142,9 +142,9 @@ def _bounded_zstd(data: bytes, size: int) -> bytes:
     try:
         declared = zstandard.frame_content_size(data)
     except zstandard.ZstdError as e:
-        raise FormatError(f"zstd stream header is invalid ({e})") from None
+        raise FormatError(f"zstd stream header is invalid ({e}) [S8]") from None
     if declared != size:
-        raise FormatError(f"zstd stream declares {declared} bytes, the manifest expects {size}")
+        raise FormatError(f"zstd stream declares {declared} bytes, the manifest expects {size} [S8]")
     # Streaming, not decompress(): that allocates the declared size up front, so a forged
     # 20-byte frame declaring 4 GiB cost 4 GiB before failing. Here memory grows with the
     # output libzstd actually produces, and it stops a frame that overruns its declared size.
@@ -152,11 +152,11 @@ def _bounded_zstd(data: bytes, size: int) -> bytes:
     try:
         out = d.decompress(data)
     except zstandard.ZstdError as e:
-        raise FormatError(f"zstd stream is corrupt ({e})") from None
+        raise FormatError(f"zstd stream is corrupt ({e}) [S8]") from None
     if not d.eof or len(out) != size:
-        raise FormatError(f"zstd stream does not decode to exactly the {size} bytes the manifest expects")
+        raise FormatError(f"zstd stream does not decode to exactly the {size} bytes the manifest expects [S8]")
     if d.unused_data:
-        raise FormatError(f"{len(d.unused_data)} unexpected bytes after the zstd frame")
+        raise FormatError(f"{len(d.unused_data)} unexpected bytes after the zstd frame [S8]")
     return out
 
 
@@ -165,9 +165,9 @@ def _bounded_brotli(data: bytes, size: int) -> bytes:
     try:
         out = d.process(data, output_buffer_limit=size + 1)
     except brotli.error as e:
-        raise FormatError(f"brotli stream is corrupt ({e})") from None
+        raise FormatError(f"brotli stream is corrupt ({e}) [S8]") from None
     if len(out) != size or not d.is_finished():  # short output too: a stream that ends early
-        raise FormatError(f"brotli stream does not decode to exactly the {size} bytes the manifest expects")
+        raise FormatError(f"brotli stream does not decode to exactly the {size} bytes the manifest expects [S8]")
     return out
 
 
@@ -175,14 +175,14 @@ def _check_symbol_range(vals: np.ndarray, bits: int, coder: str) -> None:
     """Decoded int symbols must fit the stream's declared width (FORMAT.md section 3)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if vals.size and (vals.min() < lo or vals.max() > hi):
-        raise FormatError(f"{coder} stream decodes symbols outside the {bits}-bit range")
+        raise FormatError(f"{coder} stream decodes symbols outside the {bits}-bit range [S9]")
 
 
 def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "none") -> np.ndarray:
     """Inverse of encode_stream: int8 symbols (int streams) or the float dtype (bf16 as uint16 bits)."""
     if coder == "raw":
         if len(data) != st.raw_bytes:
-            raise FormatError(f"raw stream holds {len(data)} bytes, {st.count} elements need {st.raw_bytes}")
+            raise FormatError(f"raw stream holds {len(data)} bytes, {st.count} elements need {st.raw_bytes} [S8]")
         if st.kind == "int":
             return _C.unpack_bits(np.frombuffer(data, np.uint8), st.bits, st.count)
         rep = data
@@ -199,7 +199,7 @@ def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "non
         rep = sym.tobytes()
     elif coder == "rans_rc":
         if st.kind != "int":
-            raise FormatError("rans_rc codes int streams only")
+            raise FormatError("rans_rc codes int streams only [S5]")
         vals = rans_rc.decode(data, st.count).astype(np.int16) - RANS_SYMBOL_OFFSET
         _check_symbol_range(vals, st.bits, coder)
         return vals.astype(np.int8)
@@ -211,11 +211,11 @@ def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "non
             _check_symbol_range(vals, st.bits, coder)
             return vals.copy()
     else:
-        raise FormatError(f"unknown coder {coder!r} (this golfpack knows {', '.join(CODERS)})")
+        raise FormatError(f"unknown coder {coder!r} (this golfpack knows {', '.join(CODERS)}) [S5]")
     if st.kind == "int":
-        raise FormatError("int streams cannot be byte-shuffled")
+        raise FormatError("int streams cannot be byte-shuffled [S5]")
     if transform == "byteshuffle":
         rep = _unshuffle(rep, st.itemsize)
     elif transform != "none":
-        raise FormatError(f"unknown stream transform {transform!r}")
+        raise FormatError(f"unknown stream transform {transform!r} [S5]")
     return np.frombuffer(rep, FLOAT_TYPES[st.kind]).copy()

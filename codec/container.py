@@ -122,7 +122,7 @@ class TensorEntry:
         s = self.streams[role]
         b = self._payload[s.offset : s.offset + s.length]
         if _crc32(b) != s.crc32:
-            raise FormatError(f"tensor {self.name!r}: {role} stream checksum mismatch (artifact is corrupt)")
+            raise FormatError(f"tensor {self.name!r}: {role} stream checksum mismatch (artifact is corrupt) [S7]")
         return b
 
     @property
@@ -180,7 +180,7 @@ class TensorEntry:
         # A float tensor's own data may hold anything (lossless); a NaN or Inf scale would
         # silently turn whole rows of weights into NaN, so side streams must be finite.
         if role != "data" and t.numel() and not bool(torch.isfinite(t).all()):
-            raise FormatError(f"tensor {self.name!r}: {role} stream holds NaN or Inf (scales must be finite)")
+            raise FormatError(f"tensor {self.name!r}: {role} stream holds NaN or Inf (scales must be finite) [S10]")
         return t
 
     def float_data(self) -> torch.Tensor:
@@ -221,7 +221,7 @@ def packed_rows(entries: list[TensorEntry], threads: int = 1) -> list[np.ndarray
 
 
 def _rc_packed_rows(entries: list[TensorEntry], threads: int) -> dict[str, np.ndarray]:
-    """rans_rc symbols streams decoded straight into packed rows (csrc/rans_ctx.cpp), several
+    """rans_rc symbols streams decoded straight into packed rows (csrc/core/rans_ctx.cpp), several
     at a time per core (golfpack._C.rans_ctx_decode_rows); the first bad stream raises."""
     from golfpack.codec import rans_rc
 
@@ -328,13 +328,13 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
     """Serialize encoded tensors into artifact bytes. Deterministic: same input, same bytes."""
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
-        raise GolfpackError("duplicate tensor names in artifact")
+        raise GolfpackError("duplicate tensor names in artifact [M6]")
     for t in tensors:
         if any(not isinstance(d, int) or not 0 <= d <= MAX_SIZE_FIELD for d in t.shape):
-            raise GolfpackError(f"tensor {t.name!r}: shape {list(t.shape)} has a dimension outside [0, 2^40] (FORMAT.md section 2)")
+            raise GolfpackError(f"tensor {t.name!r}: shape {list(t.shape)} has a dimension outside [0, 2^40] (FORMAT.md section 2) [M7]")
     total = sum(math.prod(t.shape) for t in tensors)
     if total > MAX_TOTAL_ELEMENTS:
-        raise GolfpackError(f"{total} elements in all exceed the format's cap of {MAX_TOTAL_ELEMENTS} (FORMAT.md section 2)")
+        raise GolfpackError(f"{total} elements in all exceed the format's cap of {MAX_TOTAL_ELEMENTS} (FORMAT.md section 2) [M12]")
     entries, blobs, offset = [], [], 0
     for t in tensors:
         streams = {}
@@ -351,7 +351,7 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
     manifest = {"config": config, "source": source or {}, "payload_bytes": offset, "tensors": entries}
     raw = _canonical_json(manifest)
     if len(raw) > MAX_MANIFEST_BYTES:
-        raise GolfpackError(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
+        raise GolfpackError(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit [H6]")
     if manifest_coding == MANIFEST_ZSTD:
         stored = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw)
     elif manifest_coding == MANIFEST_LZMA:
@@ -379,9 +379,10 @@ def write_artifact(path: str | os.PathLike, data: bytes) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
-def _req(cond: bool, msg: str) -> None:
+def _req(rule: str, cond: bool, msg: str) -> None:
+    """Refuse with FormatError naming the FORMAT.md rule broken: `msg [H3]`."""
     if not cond:
-        raise FormatError(msg)
+        raise FormatError(f"{msg} [{rule}]")
 
 
 def _is_int(x) -> bool:
@@ -390,64 +391,64 @@ def _is_int(x) -> bool:
 
 def _parse_stream(tname: str, role: str, d, payload_len: int) -> StreamEntry:
     where = f"manifest: tensor {tname!r} stream {role!r}"
-    _req(isinstance(d, dict), f"{where}: must be an object")
+    _req("S1", isinstance(d, dict), f"{where}: must be an object")
     keys = set(d)
     kind = d.get("type")
     need = STREAM_KEYS | ({"bits"} if kind == "int" else set())
-    _req(keys == need, f"{where}: keys {sorted(keys)} (expected {sorted(need)})")
-    _req(kind == "int" or kind in FLOAT_TYPES, f"{where}: unknown type {kind!r}")
+    _req("S1", keys == need, f"{where}: keys {sorted(keys)} (expected {sorted(need)})")
+    _req("S1", kind == "int" or kind in FLOAT_TYPES, f"{where}: unknown type {kind!r}")
     for k in ("count", "offset", "length", "crc32"):
-        _req(_is_int(d[k]) and d[k] >= 0, f"{where}: {k} must be a non-negative integer")
+        _req("S2", _is_int(d[k]) and d[k] >= 0, f"{where}: {k} must be a non-negative integer")
     for k in ("offset", "length"):
-        _req(d[k] <= MAX_SIZE_FIELD, f"{where}: {k} {d[k]} outside [0, 2^40]")
-    _req(d["crc32"] < 2**32, f"{where}: crc32 out of range")
-    _req(d["count"] <= MAX_TOTAL_ELEMENTS, f"{where}: count {d['count']} exceeds {MAX_TOTAL_ELEMENTS}")
-    _req(d["offset"] + d["length"] <= payload_len, f"{where}: bytes [{d['offset']}, {d['offset'] + d['length']}) lie outside the {payload_len}-byte payload")
+        _req("S2", d[k] <= MAX_SIZE_FIELD, f"{where}: {k} {d[k]} outside [0, 2^40]")
+    _req("S2", d["crc32"] < 2**32, f"{where}: crc32 out of range")
+    _req("S2", d["count"] <= MAX_TOTAL_ELEMENTS, f"{where}: count {d['count']} exceeds {MAX_TOTAL_ELEMENTS}")
+    _req("S3", d["offset"] + d["length"] <= payload_len, f"{where}: bytes [{d['offset']}, {d['offset'] + d['length']}) lie outside the {payload_len}-byte payload")
     bits = 8
     if kind == "int":
-        _req(_is_int(d["bits"]) and 2 <= d["bits"] <= 8, f"{where}: bits must be 2..8, got {d['bits']!r}")
+        _req("S4", _is_int(d["bits"]) and 2 <= d["bits"] <= 8, f"{where}: bits must be 2..8, got {d['bits']!r}")
         bits = d["bits"]
-    _req(isinstance(d["coder"], str), f"{where}: coder must be a string")
-    _req(d["transform"] in ("none", "byteshuffle"), f"{where}: unknown transform {d['transform']!r}")
+    _req("S5", isinstance(d["coder"], str), f"{where}: coder must be a string")
+    _req("S5", d["transform"] in ("none", "byteshuffle"), f"{where}: unknown transform {d['transform']!r}")
     from golfpack.codec.coders import CODERS
 
-    _req(d["coder"] in CODERS, f"{where}: unknown coder {d['coder']!r} (this golfpack knows {', '.join(CODERS)})")
+    _req("S5", d["coder"] in CODERS, f"{where}: unknown coder {d['coder']!r} (this golfpack knows {', '.join(CODERS)})")
     return StreamEntry(role, StreamType(kind, d["count"], bits), d["coder"], d["transform"], d["offset"], d["length"], d["crc32"])
 
 
 def _parse_tensor(d, payload_len: int) -> TensorEntry:
-    _req(isinstance(d, dict), "manifest: tensor entry must be an object")
+    _req("M6", isinstance(d, dict), "manifest: tensor entry must be an object")
     name = d.get("name")
-    _req(isinstance(name, str) and name != "", "manifest: tensor name must be a non-empty string")
+    _req("M6", isinstance(name, str) and name != "", "manifest: tensor name must be a non-empty string")
     where = f"manifest: tensor {name!r}"
     keys = set(d)
-    _req(TENSOR_KEYS <= keys <= TENSOR_KEYS | OPTIONAL_TENSOR_KEYS, f"{where}: keys {sorted(keys)} (expected {sorted(TENSOR_KEYS)} + optional meta)")
+    _req("M6", TENSOR_KEYS <= keys <= TENSOR_KEYS | OPTIONAL_TENSOR_KEYS, f"{where}: keys {sorted(keys)} (expected {sorted(TENSOR_KEYS)} + optional meta)")
     shape = d["shape"]
-    _req(isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_int(x) and 0 <= x <= MAX_SIZE_FIELD for x in shape),
+    _req("M7", isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_int(x) and 0 <= x <= MAX_SIZE_FIELD for x in shape),
          f"{where}: shape must be a list of at most {MAX_NDIM} integers in [0, 2^40], got {shape!r}")
-    _req(d["dtype"] in TORCH_DTYPES, f"{where}: unsupported dtype {d['dtype']!r}")
+    _req("M8", d["dtype"] in TORCH_DTYPES, f"{where}: unsupported dtype {d['dtype']!r}")
     scheme = d["scheme"]
     _schemes.validate_scheme(scheme, where)
     kind = scheme["kind"]
     roles = _schemes.roles(scheme)
     streams_d = d["streams"]
-    _req(isinstance(streams_d, dict) and set(streams_d) == roles, f"{where}: streams {sorted(streams_d) if isinstance(streams_d, dict) else streams_d!r} (expected {sorted(roles)})")
+    _req("M10", isinstance(streams_d, dict) and set(streams_d) == roles, f"{where}: streams {sorted(streams_d) if isinstance(streams_d, dict) else streams_d!r} (expected {sorted(roles)})")
     streams = {r: _parse_stream(name, r, streams_d[r], payload_len) for r in sorted(roles)}
     numel = math.prod(shape)
-    _req(numel <= MAX_TOTAL_ELEMENTS, f"{where}: {numel} elements exceed {MAX_TOTAL_ELEMENTS}")
+    _req("M12", numel <= MAX_TOTAL_ELEMENTS, f"{where}: {numel} elements exceed {MAX_TOTAL_ELEMENTS}")
     counts = _schemes.expected_counts(scheme, tuple(shape), where)
     for role, s in streams.items():
         bits = _schemes.stream_bits(scheme, role)
         if kind == "float":
-            _req(s.type.kind in FLOAT_TYPES, f"{where}: data stream must hold floats")
+            _req("M10", s.type.kind in FLOAT_TYPES, f"{where}: data stream must hold floats")
         elif bits is not None:
-            _req(s.type.kind == "int" and s.type.bits == bits, f"{where}: {role} stream must be {bits}-bit int")
+            _req("M10", s.type.kind == "int" and s.type.bits == bits, f"{where}: {role} stream must be {bits}-bit int")
         else:
-            _req(s.type.kind in ("float16", "float32"), f"{where}: {role} must be float16 or float32")
-        _req(s.type.count == counts[role], f"{where}: {role} stream holds {s.type.count} values, "
+            _req("M10", s.type.kind in ("float16", "float32"), f"{where}: {role} must be float16 or float32")
+        _req("M10", s.type.count == counts[role], f"{where}: {role} stream holds {s.type.count} values, "
              f"{'shape' if role in ('data', 'symbols') else 'the scheme'} needs {counts[role]}")
     meta = d.get("meta", {})
-    _req(isinstance(meta, dict), f"{where}: meta must be an object")
+    _req("M11", isinstance(meta, dict), f"{where}: meta must be an object")
     return TensorEntry(name, tuple(shape), d["dtype"], scheme, streams, meta)
 
 
@@ -459,8 +460,8 @@ def _bounded_lzma(data: bytes, size: int) -> bytes:
     try:
         out = d.decompress(data, max_length=size + 1)
     except lzma.LZMAError as e:
-        raise FormatError(f"manifest: lzma stream is corrupt ({e})") from None
-    _req(len(out) == size and d.eof and not d.unused_data,
+        raise FormatError(f"manifest: lzma stream is corrupt ({e}) [H9]") from None
+    _req("H9", len(out) == size and d.eof and not d.unused_data,
          f"manifest: lzma stream does not decode to exactly the {size} bytes the header announces")
     return out
 
@@ -469,63 +470,66 @@ def parse_artifact(buf: bytes | memoryview) -> Artifact:
     """Parse artifact bytes (see FORMAT.md). Streams decode lazily; each checks its CRC."""
     mv = memoryview(buf)
     n = len(mv)
-    _req(n >= HEADER_SIZE, f"not a golfpack artifact: {n} bytes is shorter than the {HEADER_SIZE}-byte header")
+    _req("H1", n >= HEADER_SIZE, f"not a golfpack artifact: {n} bytes is shorter than the {HEADER_SIZE}-byte header")
     magic, version, flags, coding, r1, r2, stored, raw, crc = HEADER.unpack(mv[:HEADER_SIZE])
-    _req(magic == MAGIC, "not a golfpack artifact (bad magic)")
+    _req("H2", magic == MAGIC, "not a golfpack artifact (bad magic)")
     if version != FORMAT_VERSION:
         raise FormatError(
             f"artifact format version {version} is not supported: this golfpack reads version {FORMAT_VERSION}"
-            + (" (written by a newer golfpack; upgrade)" if version > FORMAT_VERSION else "")
+            + (" (written by a newer golfpack; upgrade)" if version > FORMAT_VERSION else "") + " [H3]"
         )
-    _req(flags == 0 and r1 == 0 and r2 == 0, f"header: flags/reserved fields must be 0 in version {FORMAT_VERSION}")
-    _req(coding in (MANIFEST_RAW, MANIFEST_ZSTD, MANIFEST_LZMA), f"header: unknown manifest coding {coding}")
-    _req(raw <= MAX_MANIFEST_BYTES, f"header: manifest size {raw} exceeds the {MAX_MANIFEST_BYTES}-byte limit")
-    _req(HEADER_SIZE + stored <= n, f"truncated: header announces a {stored}-byte manifest, file has {n - HEADER_SIZE} bytes after the header")
+    _req("H4", flags == 0 and r1 == 0 and r2 == 0, f"header: flags/reserved fields must be 0 in version {FORMAT_VERSION}")
+    _req("H5", coding in (MANIFEST_RAW, MANIFEST_ZSTD, MANIFEST_LZMA), f"header: unknown manifest coding {coding}")
+    _req("H6", raw <= MAX_MANIFEST_BYTES, f"header: manifest size {raw} exceeds the {MAX_MANIFEST_BYTES}-byte limit")
+    _req("H7", HEADER_SIZE + stored <= n, f"truncated: header announces a {stored}-byte manifest, file has {n - HEADER_SIZE} bytes after the header")
     stored_b = bytes(mv[HEADER_SIZE : HEADER_SIZE + stored])
-    _req(_crc32(stored_b, _crc32(bytes(mv[: HEADER_SIZE - 4]))) == crc, "header checksum mismatch (artifact header or manifest is corrupt)")
+    _req("H8", _crc32(stored_b, _crc32(bytes(mv[: HEADER_SIZE - 4]))) == crc, "header checksum mismatch (artifact header or manifest is corrupt)")
     if coding == MANIFEST_ZSTD:
         from golfpack.codec.coders import _bounded_zstd
 
         try:
             text = _bounded_zstd(stored_b, raw)
-        except FormatError as e:
-            raise FormatError(f"manifest: {e}") from None
+        except FormatError as e:  # the zstd checks of S8, applied to the manifest: H9
+            raise FormatError(f"manifest: {str(e).removesuffix(' [S8]')} [H9]") from None
     elif coding == MANIFEST_LZMA:
         text = _bounded_lzma(stored_b, raw)
     else:
-        _req(stored == raw, "header: raw manifest sizes disagree")
+        _req("H9", stored == raw, "header: raw manifest sizes disagree")
         text = stored_b
     # Bounded: depth, integer digits/range, finite floats, duplicate keys (FORMAT.md section 2).
-    man = loads_bounded(text, "manifest")
-    _req(isinstance(man, dict) and set(man) == TOP_KEYS, f"manifest: top-level keys must be {sorted(TOP_KEYS)}")
-    _req(man["config"] is None or isinstance(man["config"], dict), "manifest: config must be an object or null")
-    _req(isinstance(man["source"], dict), "manifest: source must be an object")
+    try:
+        man = loads_bounded(text, "manifest")
+    except FormatError as e:
+        raise FormatError(f"{e} [M1]") from None
+    _req("M2", isinstance(man, dict) and set(man) == TOP_KEYS, f"manifest: top-level keys must be {sorted(TOP_KEYS)}")
+    _req("M2", man["config"] is None or isinstance(man["config"], dict), "manifest: config must be an object or null")
+    _req("M2", isinstance(man["source"], dict), "manifest: source must be an object")
     payload_len = man["payload_bytes"]
-    _req(_is_int(payload_len) and payload_len >= 0, "manifest: payload_bytes must be a non-negative integer")
-    _req(payload_len <= MAX_SIZE_FIELD, f"manifest: payload_bytes {payload_len} outside [0, 2^40]")
+    _req("M3", _is_int(payload_len) and payload_len >= 0, "manifest: payload_bytes must be a non-negative integer")
+    _req("M3", payload_len <= MAX_SIZE_FIELD, f"manifest: payload_bytes {payload_len} outside [0, 2^40]")
     body_start = HEADER_SIZE + stored
-    _req(body_start + payload_len <= n, f"truncated: payload needs {payload_len} bytes, file has {n - body_start}")
-    _req(body_start + payload_len == n, f"{n - body_start - payload_len} unexpected bytes after the payload")
+    _req("M4", body_start + payload_len <= n, f"truncated: payload needs {payload_len} bytes, file has {n - body_start}")
+    _req("M4", body_start + payload_len == n, f"{n - body_start - payload_len} unexpected bytes after the payload")
     tl = man["tensors"]
-    _req(isinstance(tl, list) and len(tl) <= MAX_TENSORS, "manifest: tensors must be a list")
+    _req("M5", isinstance(tl, list) and len(tl) <= MAX_TENSORS, f"manifest: tensors must be a list of at most {MAX_TENSORS} entries")
     tensors: dict[str, TensorEntry] = {}
     total = 0
     spans = []
     payload = mv[body_start:]
     for d in tl:
         t = _parse_tensor(d, payload_len)
-        _req(t.name not in tensors, f"manifest: duplicate tensor {t.name!r}")
+        _req("M6", t.name not in tensors, f"manifest: duplicate tensor {t.name!r}")
         total += t.numel
-        _req(total <= MAX_TOTAL_ELEMENTS, f"manifest: more than {MAX_TOTAL_ELEMENTS} elements in all")
+        _req("M12", total <= MAX_TOTAL_ELEMENTS, f"manifest: more than {MAX_TOTAL_ELEMENTS} elements in all")
         t._payload = payload
         tensors[t.name] = t
         spans += [(s.offset, s.length, t.name, s.role) for s in t.streams.values()]
     # Streams must tile the payload exactly: no gaps, no overlaps, nothing left over.
     pos = 0
     for off, length, name, role in sorted(spans):
-        _req(off == pos, f"manifest: tensor {name!r} {role} stream starts at {off}, expected {pos} (gap or overlap)")
+        _req("S6", off == pos, f"manifest: tensor {name!r} {role} stream starts at {off}, expected {pos} (gap or overlap)")
         pos += length
-    _req(pos == payload_len, f"manifest: streams cover {pos} of {payload_len} payload bytes")
+    _req("S6", pos == payload_len, f"manifest: streams cover {pos} of {payload_len} payload bytes")
     return Artifact(version, man["config"], man["source"], tensors, n, body_start)
 
 

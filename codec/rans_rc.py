@@ -5,7 +5,7 @@ the strongest cheap signals are per-row and per-column statistics -- a row's cli
 baseline's int8 lattice, an input channel's scale. Co-clustering the rows into R classes and the
 columns into C classes and giving each (row class, column class) cell its own table captures both
 while the table a symbol uses stays a function of its position only, so decoding is static rANS
-with a table switch (csrc/rans_ctx.cpp), not a sequential adaptive model.
+with a table switch (csrc/core/rans_ctx.cpp), not a sequential adaptive model.
 
 Stream layout (all integers little-endian; byte-exact spec: csrc/RANS.md section 6):
 
@@ -16,7 +16,7 @@ Stream layout (all integers little-endian; byte-exact spec: csrc/RANS.md section
     u32 x 4                lengths of the four side streams below
     side streams           v1 rANS streams (csrc/RANS.md 1-4) of: row_class[rows],
                            col_class[cols], table_map[R*C], table codes[T*(hi-lo+1)]
-    payload                lanes u64 states, then u32 words (csrc/rans_ctx.cpp)
+    payload                lanes u64 states, then u32 words (csrc/core/rans_ctx.cpp)
 
 A table is stored as quarter-bit code lengths (v: p ~ 2^(-v/4)), each table's codes
 delta-coded along the alphabet and zigzagged: byte 0 = absent, byte z+1 = present with
@@ -39,7 +39,7 @@ VERSION = 1
 PRECISION = 12
 MAX_CLASSES = 256  # class and table indices are bytes
 HEADER = struct.Struct("<BBBBBIHHHIIII")
-ABSENT = 0  # code byte of an absent symbol (README in csrc/rans_ctx.cpp: 255 there, 0 here)
+ABSENT = 0  # code byte of an absent symbol (README in csrc/core/rans_ctx.cpp: 255 there, 0 here)
 _SMOOTH = 0.05  # pseudo-count for unseen symbols while fitting classes (never coded)
 MAX_FIT_CELLS = 1 << 25  # largest histogram the fitter builds (rows x C x W or cols x R x W): 256 MB of int64
 
@@ -157,7 +157,7 @@ def _bytes_to_codes(b: np.ndarray, P: int) -> np.ndarray:
     bad = present & ((v < 0) | (v > 4 * P))
     if bad.any():
         t, i = map(int, np.argwhere(bad)[0])
-        raise FormatError(f"rans_rc stream: table {t} code {int(v[t, i])} outside 0..{4 * P}")
+        raise FormatError(f"rans_rc stream: table {t} code {int(v[t, i])} outside 0..{4 * P} [C2]")
     return np.where(present, v, 255).astype(np.uint8)
 
 
@@ -187,27 +187,27 @@ def parse(data: bytes, count: int) -> tuple[Model, memoryview]:
     """Validate the header and side streams against `count` symbols; (model, payload view)."""
     mv = memoryview(data)
     if len(mv) < HEADER.size:
-        raise FormatError(f"rans_rc stream: {len(mv)} bytes, shorter than its {HEADER.size}-byte header")
+        raise FormatError(f"rans_rc stream: {len(mv)} bytes, shorter than its {HEADER.size}-byte header [C1]")
     ver, P, lanes, lo, hi, cols, R, C, T, *lens = HEADER.unpack_from(mv, 0)
     if ver != VERSION:
-        raise FormatError(f"rans_rc stream: version {ver} is not supported (this golfpack reads {VERSION})")
+        raise FormatError(f"rans_rc stream: version {ver} is not supported (this golfpack reads {VERSION}) [C1]")
     if not 10 <= P <= 15:
-        raise FormatError(f"rans_rc stream: precision {P} outside 10..15")
+        raise FormatError(f"rans_rc stream: precision {P} outside 10..15 [C1]")
     if lanes not in (1, 2, 4, 8):
-        raise FormatError(f"rans_rc stream: lane count {lanes} is not 1, 2, 4 or 8")
+        raise FormatError(f"rans_rc stream: lane count {lanes} is not 1, 2, 4 or 8 [C1]")
     if lo > hi:
-        raise FormatError(f"rans_rc stream: alphabet lo {lo} > hi {hi}")
+        raise FormatError(f"rans_rc stream: alphabet lo {lo} > hi {hi} [C1]")
     if cols == 0 or count % cols:
-        raise FormatError(f"rans_rc stream: row length {cols} does not divide the {count} symbols")
+        raise FormatError(f"rans_rc stream: row length {cols} does not divide the {count} symbols [C1]")
     rows = count // cols
     for name, v, cap in (("row classes", R, min(rows, MAX_CLASSES)), ("column classes", C, min(cols, MAX_CLASSES)),
                          ("tables", T, min(R * C, MAX_CLASSES))):
         if not 1 <= v <= max(cap, 1):
-            raise FormatError(f"rans_rc stream: {v} {name}, allowed 1..{max(cap, 1)}")
+            raise FormatError(f"rans_rc stream: {v} {name}, allowed 1..{max(cap, 1)} [C1]")
     W = hi - lo + 1
     pos = HEADER.size
     if pos + sum(lens) > len(mv):
-        raise FormatError(f"rans_rc stream: side streams need {sum(lens)} bytes, {len(mv) - pos} remain")
+        raise FormatError(f"rans_rc stream: side streams need {sum(lens)} bytes, {len(mv) - pos} remain [C2]")
     arrays = []
     for name, n, length in (("row_class", rows, lens[0]), ("col_class", cols, lens[1]),
                             ("table_map", R * C, lens[2]), ("table codes", T * W, lens[3])):
@@ -219,9 +219,9 @@ def parse(data: bytes, count: int) -> tuple[Model, memoryview]:
     row_class, col_class, table_map, code_bytes = arrays
     for name, a, lim in (("row class", row_class, R), ("column class", col_class, C), ("table index", table_map, T)):
         if a.size and int(a.max()) >= lim:
-            raise FormatError(f"rans_rc stream: {name} {int(a.max())} out of range (< {lim})")
+            raise FormatError(f"rans_rc stream: {name} {int(a.max())} out of range (< {lim}) [C2]")
     if code_bytes.size and int(code_bytes.max()) > 8 * P + 1:
-        raise FormatError("rans_rc stream: table code byte out of range")
+        raise FormatError("rans_rc stream: table code byte out of range [C2]")
     codes = _bytes_to_codes(code_bytes.reshape(T, W), P)
     return Model(P, lanes, lo, hi, cols, row_class, col_class, table_map, R, C, codes), mv[pos:]
 
@@ -229,7 +229,7 @@ def parse(data: bytes, count: int) -> tuple[Model, memoryview]:
 def decode(data: bytes, count: int) -> np.ndarray:
     """uint8 symbols u = s + 128 (count of them); FormatError on anything malformed."""
     if count > (1 << 30):
-        raise FormatError(f"rans_rc stream: count {count} exceeds 2^30")
+        raise FormatError(f"rans_rc stream: count {count} exceeds 2^30 [C1]")
     m, payload = parse(data, count)
     try:
         freqs = m.freqs()

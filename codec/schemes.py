@@ -58,28 +58,28 @@ def _is_int(x) -> bool:
 def validate_scheme(scheme, where: str) -> None:
     """Check a scheme object's kind and keys and the ranges of its parameters (not the shape)."""
     if not isinstance(scheme, dict) or not isinstance(scheme.get("kind"), str):
-        raise FormatError(f"{where}: scheme must be an object with a kind")
+        raise FormatError(f"{where}: scheme must be an object with a kind [M9]")
     kind = scheme["kind"]
     if kind not in SCHEME_KEYS:
         raise FormatError(f"{where}: quantization scheme {kind!r} is not supported by this golfpack "
-                          f"(knows {', '.join(SCHEME_KEYS)})")
+                          f"(knows {', '.join(SCHEME_KEYS)}) [M9]")
     need, opt = SCHEME_KEYS[kind]
     keys = set(scheme) - {"kind"}
     if not (need <= keys <= need | opt):
         raise FormatError(f"{where}: scheme keys {sorted(scheme)} (expected {sorted(need | {'kind'})}"
-                          + (f" + optional {sorted(opt)})" if opt else ")"))
+                          + (f" + optional {sorted(opt)})" if opt else ")") + " [M9]")
     if "bits" in need and not (_is_int(scheme["bits"]) and 2 <= scheme["bits"] <= 8):
-        raise FormatError(f"{where}: bits must be 2..8, got {scheme['bits']!r}")
+        raise FormatError(f"{where}: bits must be 2..8, got {scheme['bits']!r} [M9]")
     if "group" in need and not (_is_int(scheme["group"]) and 1 <= scheme["group"] <= MAX_GROUP):
-        raise FormatError(f"{where}: group must be an integer in 1..{MAX_GROUP}, got {scheme['group']!r}")
+        raise FormatError(f"{where}: group must be an integer in 1..{MAX_GROUP}, got {scheme['group']!r} [M9]")
     if "lowrank" in scheme:
         lr = scheme["lowrank"]
         if not isinstance(lr, dict) or set(lr) != LOWRANK_KEYS:
-            raise FormatError(f"{where}: lowrank must be an object with keys {sorted(LOWRANK_KEYS)}")
+            raise FormatError(f"{where}: lowrank must be an object with keys {sorted(LOWRANK_KEYS)} [M9]")
         if not (_is_int(lr["rank"]) and lr["rank"] >= 1):
-            raise FormatError(f"{where}: lowrank rank must be a positive integer, got {lr['rank']!r}")
+            raise FormatError(f"{where}: lowrank rank must be a positive integer, got {lr['rank']!r} [M9]")
         if not (_is_int(lr["bits"]) and 2 <= lr["bits"] <= 8):
-            raise FormatError(f"{where}: lowrank bits must be 2..8, got {lr['bits']!r}")
+            raise FormatError(f"{where}: lowrank bits must be 2..8, got {lr['bits']!r} [M9]")
 
 
 def roles(scheme: dict) -> frozenset:
@@ -104,7 +104,7 @@ def expected_counts(scheme: dict, shape: tuple[int, ...], where: str) -> dict[st
         out["scales"] = 1
         return out
     if len(shape) < 1:
-        raise FormatError(f"{where}: per-row scales need at least one dimension")
+        raise FormatError(f"{where}: per-row scales need at least one dimension [M9]")
     rows = shape[0]
     cols = numel // rows if rows else math.prod(shape[1:])
     if kind == "int_rowscale":
@@ -114,9 +114,9 @@ def expected_counts(scheme: dict, shape: tuple[int, ...], where: str) -> dict[st
     if "lowrank" in scheme:
         r = scheme["lowrank"]["rank"]
         if len(shape) != 2:
-            raise FormatError(f"{where}: a low-rank term needs a 2-D tensor, shape is {list(shape)}")
+            raise FormatError(f"{where}: a low-rank term needs a 2-D tensor, shape is {list(shape)} [M9]")
         if r > min(shape):
-            raise FormatError(f"{where}: low-rank rank {r} exceeds min{tuple(shape)}")
+            raise FormatError(f"{where}: low-rank rank {r} exceeds min{tuple(shape)} [M9]")
         out.update(lowrank_a=r * shape[0], lowrank_a_scales=r, lowrank_b=r * shape[1], lowrank_b_scales=r)
     return out
 

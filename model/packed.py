@@ -1,6 +1,6 @@
 """Packed linear layers: weights stay bit-packed, y = x . W_hat^T by dequant-matmul.
 
-Layout (csrc/qmatmul.h): W_hat[n, k] = q[n, k] * scales[n], q a b-bit symbol
+Layout (csrc/core/qmatmul.h): W_hat[n, k] = q[n, k] * scales[n], q a b-bit symbol
 (b in 2..8) stored LSB-first in rows of ``qrow_stride(K, b)`` bytes (ceil(K*b/8)
 rounded up to 16). An optional low-rank correction A [N, r], B [r, K] adds
 A.B to the weight (LQER); it is applied as (x . B^T) . A^T and never merged.

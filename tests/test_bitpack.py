@@ -1,6 +1,6 @@
 """golfpack._C bit-packing: layout (golden vectors), fast == reference, round trips, errors.
 
-Layout under test (csrc/bitpack.h): symbol i is stored as s & (2^b-1) in stream bits
+Layout under test (csrc/core/bitpack.h): symbol i is stored as s & (2^b-1) in stream bits
 [i*b, (i+1)*b), LSB first; stream bit k is bit k%8 of byte k//8; unused tail bits zero.
 """
 import numpy as np

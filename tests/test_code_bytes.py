@@ -154,9 +154,12 @@ def test_every_import_statement_of_a_counted_file_names_a_counted_module(with_ev
 
 def test_native_lists_cover_the_extension_sources():
     csrc = cbm.find_csrc()
-    top = {f"csrc/{p.name}" for p in csrc.iterdir() if p.suffix in (".cpp", ".h")}
-    assert set(NATIVE_SOURCES) == top
-    cuda = {f"csrc/cuda/{p.name}" for p in (csrc / "cuda").iterdir() if p.suffix in (".cu", ".cuh")}
+    # Everything compiled into golfpack._C: the core and the Python glue (csrc/tests/ is not).
+    compiled = {f"csrc/{d}/{p.name}" for d in ("core", "py") for p in (csrc / d).iterdir()
+                if p.suffix in (".cpp", ".h")}
+    assert set(NATIVE_SOURCES) == compiled
+    assert not [p for p in csrc.iterdir() if p.suffix in (".cpp", ".h")], "sources outside core/ and py/"
+    cuda = {f"csrc/core/cuda/{p.name}" for p in (csrc / "core" / "cuda").iterdir() if p.suffix in (".cu", ".cuh")}
     assert set(CUDA_SOURCES) == cuda
 
 
@@ -366,9 +369,9 @@ def test_missing_csrc_is_a_clear_error(tmp_path, monkeypatch, fresh_cache):
     monkeypatch.setattr(cbm, "_package_dir", lambda: pkg)
     with pytest.raises(GolfpackError, match="cannot find golfpack's C\\+\\+ sources"):
         code_bytes_auto()
-    (pkg / "_csrc").mkdir()
-    (pkg / "_csrc" / "module.cpp").write_text("int main() {}\n")
-    with pytest.raises(GolfpackError, match="byteview.h"):
+    (pkg / "_csrc" / "py").mkdir(parents=True)
+    (pkg / "_csrc" / "py" / "module.cpp").write_text("int main() {}\n")
+    with pytest.raises(GolfpackError, match="common.h"):
         code_bytes_auto()
 
 

@@ -1,4 +1,4 @@
-"""CUDA dequant-matmul kernels (csrc/cuda/qmatmul.cu); skipped without a GPU build and device."""
+"""CUDA dequant-matmul kernels (csrc/core/cuda/qmatmul.cu); skipped without a GPU build and device."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""The `rans_rc` stream coder (codec/rans_rc.py + csrc/rans_ctx.cpp; spec: csrc/RANS.md section 6).
+"""The `rans_rc` stream coder (codec/rans_rc.py + csrc/core/rans_ctx.cpp; spec: csrc/RANS.md section 6).
 
 Checks: round trips (rans_rc.encode/decode and coders.encode_stream/decode_stream) over bit widths,
 shapes and distributions; an independent pure-Python decoder written from RANS.md section 6 that

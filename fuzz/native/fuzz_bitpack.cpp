@@ -1,4 +1,4 @@
-// libFuzzer harness for the bit unpackers (csrc/bitpack.cpp), built with ASan + UBSan by build.sh.
+// libFuzzer harness for the bit unpackers (csrc/core/bitpack.cpp), built with ASan + UBSan by build.sh.
 //
 // Input: byte 0 picks the width (2..8), byte 1 trims the count, the rest is the packed
 // buffer, copied to an exact-size heap block so any read past packed_size(count, bits)

@@ -1,4 +1,4 @@
-// libFuzzer harness for the rANS decoders (csrc/rans.cpp), built with ASan + UBSan by build.sh.
+// libFuzzer harness for the rANS decoders (csrc/core/rans.cpp), built with ASan + UBSan by build.sh.
 //
 // Input: 4 bytes little-endian count (mod 2^20 + 1), then the stream. Checks, beyond the
 // sanitizers' own: prepare() either throws rans::Error or returns a plan; the reference
@@ -53,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const rans::Error&) {
   }
   std::vector<rans::Isa> isas = {rans::Isa::kScalar};
-  if (rans::cpu_has_avx2()) isas.push_back(rans::Isa::kAvx2);
+  if (cpu_has_avx2()) isas.push_back(rans::Isa::kAvx2);
   for (rans::Isa isa : isas) {
     rans::set_isa(isa);
     std::vector<uint8_t> fast(count);

@@ -108,7 +108,7 @@ GP_TARGET_AVX2 inline __m256i step(__m256i x, const long long* entries, const Co
   const __m256i q = _mm256_srl_epi64(x, c.shift_p);
   const __m256i lo = _mm256_mul_epu32(q, e);
   const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(q, 32), e);
-  const __m256i bias = _mm256_srli_epi64(e, 48);  // slot - cum: the top 16 bits, no mask needed
+  const __m256i bias = _mm256_srli_epi64(e, SlotEntry64::kBiasShift);  // slot - cum: the top field, no mask needed
   return _mm256_add_epi64(_mm256_add_epi64(lo, _mm256_slli_epi64(hi, 32)), bias);
 }
 
@@ -167,9 +167,9 @@ GP_TARGET_AVX2 inline __m256i ctx_step(__m256i x, const uint32_t* ent, int P, co
   ev[2] = ent[(size_t(tid[2]) << P) + sl[2]];
   ev[3] = ent[(size_t(tid[3]) << P) + sl[3]];
   e = _mm256_cvtepu32_epi64(_mm_load_si128(reinterpret_cast<const __m128i*>(ev)));
-  const __m256i m12 = _mm256_set1_epi64x(0xFFF);
+  const __m256i m12 = _mm256_set1_epi64x(SlotEntry32::kFieldMask);
   const __m256i f = _mm256_add_epi64(_mm256_and_si256(e, m12), _mm256_set1_epi64x(1));
-  const __m256i bias = _mm256_and_si256(_mm256_srli_epi64(e, 12), m12);
+  const __m256i bias = _mm256_and_si256(_mm256_srli_epi64(e, SlotEntry32::kBiasShift), m12);
   const __m256i q = _mm256_srl_epi64(x, c.shift_p);
   const __m256i lo = _mm256_mul_epu32(q, f);
   const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(q, 32), f);
@@ -185,14 +185,14 @@ GP_TARGET_AVX2 inline __m256i ctx_step(__m256i x, const uint32_t* ent, int P, co
 // looked up (Lookup::group: step() on v1's one table, ctx_step() on rans_rc's table per
 // position) and in the entry byte holding the symbol (Lookup::kSymbolByte).
 struct V1Lookup {
-  static constexpr int kSymbolByte = 4;
+  static constexpr int kSymbolByte = SlotEntry64::kSymShift / 8;
   static GP_TARGET_AVX2 inline __m256i group(const AvxStream& s, uint64_t, int, __m256i x, const Consts& c,
                                              __m256i& e) {
     return step(x, reinterpret_cast<const long long*>(s.entries), c, e);
   }
 };
 struct CtxLookup {
-  static constexpr int kSymbolByte = 3;
+  static constexpr int kSymbolByte = SlotEntry32::kSymShift / 8;
   static GP_TARGET_AVX2 inline __m256i group(const CtxAvxStream& s, uint64_t r, int g, __m256i x,
                                              const Consts& c, __m256i& e) {
     return ctx_step(x, s.ent, s.P, s.tid + 8 * r + 4 * g, c, e);

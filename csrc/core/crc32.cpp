@@ -7,20 +7,17 @@
 // (Intel, "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ"; the same constants
 // as zlib's and Chromium's crc32_simd): fold 4 x 128 bits per 64 bytes, fold down to 128 and 64
 // bits, Barrett-reduce to 32. Lengths below 64 and the last len % 16 bytes use a byte table.
-// Tests compare against zlib.crc32 on random data of every length pattern and chained values.
-#include <pybind11/pybind11.h>
-
+// Python: csrc/py/crc32_py.cpp. Tests compare against zlib.crc32 on random data of every length pattern and chained values.
 #include <cstddef>
 #include <cstdint>
 
-#include "byteview.h"
+#include "common.h"
+#include "crc32.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define GP_CRC_X86 1
 #endif
-
-namespace py = pybind11;
 
 namespace golfpack {
 namespace {
@@ -44,10 +41,6 @@ uint32_t crc_bytes(uint32_t c, const uint8_t* p, size_t n) {
 }
 
 #ifdef GP_CRC_X86
-bool cpu_has_clmul() {
-  static const bool ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-  return ok;
-}
 
 // len >= 64 and a multiple of 16; c is the inverted register.
 __attribute__((target("pclmul,sse4.1"))) uint32_t crc_clmul(uint32_t c, const uint8_t* buf, size_t len) {
@@ -100,9 +93,9 @@ __attribute__((target("pclmul,sse4.1"))) uint32_t crc_clmul(uint32_t c, const ui
   x1 = _mm_xor_si128(x1, _mm_clmulepi64_si128(x2b, x0, 0x00));
   return uint32_t(_mm_extract_epi32(x1, 1));
 }
-#else
-bool cpu_has_clmul() { return false; }
 #endif
+
+}  // namespace
 
 uint32_t crc32(uint32_t crc, const uint8_t* p, size_t n) {
   uint32_t c = ~crc;
@@ -115,22 +108,6 @@ uint32_t crc32(uint32_t crc, const uint8_t* p, size_t n) {
   }
 #endif
   return ~crc_bytes(c, p, n);
-}
-
-}  // namespace
-
-void register_crc32(py::module_& m) {
-  m.def("crc32", [](const py::object& data, uint32_t value) {
-    ByteView in(data, "data");
-    if (in.size() >= (size_t(1) << 20)) {
-      py::gil_scoped_release nogil;
-      return crc32(value, in.data(), in.size());
-    }
-    return crc32(value, in.data(), in.size());
-  }, py::arg("data"), py::arg("value") = 0,
-        "crc32(data, value=0) -> int: the same CRC-32 as zlib.crc32, with PCLMULQDQ folding when\n"
-        "the CPU has it (crc32_simd). Releases the GIL for buffers of 1 MiB and more.");
-  m.attr("crc32_simd") = cpu_has_clmul();
 }
 
 }  // namespace golfpack

@@ -11,11 +11,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common.h"
+
 namespace golfpack {
 namespace bitpack {
 
-constexpr int kMinBits = 2;
-constexpr int kMaxBits = 8;
+// Widths: golfpack::kMinBits..kMaxBits (common.h).
 // Largest symbol count accepted by the Python API; keeps n*b far from size_t overflow.
 constexpr uint64_t kMaxCount = uint64_t(1) << 56;
 

@@ -6,8 +6,11 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "common.h"
 
 namespace golfpack {
 namespace rans {
@@ -28,22 +31,84 @@ constexpr uint64_t kRunFactor = 24;
 // h = symbol_hash(all symbols), instead of at L; the decoder recomputes h from its output
 // and requires final state j == L + lane_tag(h, j). Costs < 1 bit per lane.
 uint64_t symbol_hash(const uint8_t* symbols, uint64_t count);
-inline uint64_t fmix64(uint64_t h) {  // MurmurHash3 finalizer: full avalanche
-  h ^= h >> 33;
-  h *= 0xFF51AFD7ED558CCDull;
-  h ^= h >> 33;
-  h *= 0xC4CEB9FE1A85EC53ull;
-  h ^= h >> 33;
-  return h;
-}
 inline uint64_t lane_tag(uint64_t h, int lane) {
-  return fmix64(h + uint64_t(lane + 1) * 0x9E3779B97F4A7C15ull) & (kStateLow - 1);
+  return hash::fmix64(h + uint64_t(lane + 1) * hash::kPrime1) & (kStateLow - 1);
 }
 
+// ---- Table entry layouts: what the decode loops look up, as types ---------------------------
+// Decode of one symbol: slot = x mod 2^P, s = the symbol owning slot,
+//   x' = freq(s) * (x >> P) + (slot - cum(s)).
+// Each layout below packs those fields into one word; the static_asserts are every assumption
+// the scalar and SIMD loops make about them, for every precision the format allows.
+
+// symbol -> freq | cum << 16 (scalar v1 loops; rans_rc tables with P > 12).
+struct FreqCumEntry {
+  static constexpr int kCumShift = 16;
+  static constexpr uint32_t kFreqMask = (1u << kCumShift) - 1;
+  static constexpr uint32_t pack(uint32_t freq, uint32_t cum) { return freq | (cum << kCumShift); }
+  static constexpr uint32_t freq(uint32_t e) { return e & kFreqMask; }
+  static constexpr uint32_t cum(uint32_t e) { return e >> kCumShift; }
+};
+// freq <= 2^P (a one-symbol table) and cum < 2^P must each fit 16 bits.
+static_assert((uint64_t(1) << kMaxPrecision) <= FreqCumEntry::kFreqMask, "freq must fit the low 16 bits");
+static_assert(kMaxPrecision <= 32 - FreqCumEntry::kCumShift, "cum must fit the high 16 bits");
+static_assert(FreqCumEntry::freq(FreqCumEntry::pack(1u << kMaxPrecision, (1u << kMaxPrecision) - 1)) ==
+                  (1u << kMaxPrecision) &&
+              FreqCumEntry::cum(FreqCumEntry::pack(1u << kMaxPrecision, (1u << kMaxPrecision) - 1)) ==
+                  (1u << kMaxPrecision) - 1, "FreqCumEntry round trip at the extremes");
+
+// slot -> freq | sym << 32 | (slot - cum) << 48 (v1 AVX2 / AVX-512 gathers, one per slot).
+struct SlotEntry64 {
+  static constexpr int kSymShift = 32;
+  static constexpr int kBiasShift = 48;
+  static constexpr uint64_t pack(uint32_t freq, uint32_t sym, uint32_t bias) {
+    return uint64_t(freq) | (uint64_t(sym) << kSymShift) | (uint64_t(bias) << kBiasShift);
+  }
+  static constexpr uint32_t freq(uint64_t e) { return uint32_t(e); }
+  static constexpr uint8_t sym(uint64_t e) { return uint8_t(e >> kSymShift); }
+  static constexpr uint32_t bias(uint64_t e) { return uint32_t(e >> kBiasShift); }
+};
+// The SIMD loops multiply by the low 32 bits of an entry (mul_epu32: freq alone there), take the
+// symbol as the byte at bit 32 and the bias as the top field with no mask.
+static_assert(SlotEntry64::kSymShift == 32, "freq must be exactly the low 32 bits (mul_epu32)");
+static_assert(SlotEntry64::kBiasShift - SlotEntry64::kSymShift >= 8, "the symbol byte must not overlap the bias");
+static_assert(kMaxPrecision <= 64 - SlotEntry64::kBiasShift, "slot - cum < 2^P must fit the top 16 bits");
+static_assert(SlotEntry64::bias(SlotEntry64::pack(1u << kMaxPrecision, 255, (1u << kMaxPrecision) - 1)) ==
+                  (1u << kMaxPrecision) - 1 &&
+              SlotEntry64::sym(SlotEntry64::pack(1u << kMaxPrecision, 255, (1u << kMaxPrecision) - 1)) == 255,
+              "SlotEntry64 round trip at the extremes");
+
+// slot -> (freq - 1) | (slot - cum) << 12 | sym << 24 (rans_rc tables with P <= kMaxP32).
+struct SlotEntry32 {
+  static constexpr int kMaxP32 = 12;  // freq - 1 < 2^12 and slot - cum < 2^12
+  static constexpr int kBiasShift = 12;
+  static constexpr int kSymShift = 24;
+  static constexpr uint32_t kFieldMask = (1u << kBiasShift) - 1;
+  static constexpr uint32_t pack(uint32_t freq, uint32_t bias, uint32_t sym) {
+    return (freq - 1) | (bias << kBiasShift) | (sym << kSymShift);
+  }
+  static constexpr uint32_t freq(uint32_t e) { return (e & kFieldMask) + 1; }
+  static constexpr uint32_t bias(uint32_t e) { return (e >> kBiasShift) & kFieldMask; }
+  static constexpr uint8_t sym(uint32_t e) { return uint8_t(e >> kSymShift); }
+};
+static_assert(SlotEntry32::kMaxP32 <= SlotEntry32::kBiasShift, "freq - 1 must fit below the bias field");
+static_assert(SlotEntry32::kMaxP32 <= SlotEntry32::kSymShift - SlotEntry32::kBiasShift, "bias must fit 12 bits");
+static_assert(SlotEntry32::kSymShift + 8 == 32, "the symbol is the top byte");
+static_assert(SlotEntry32::freq(SlotEntry32::pack(1u << SlotEntry32::kMaxP32, (1u << SlotEntry32::kMaxP32) - 1, 255)) ==
+                  (1u << SlotEntry32::kMaxP32) &&
+              SlotEntry32::bias(SlotEntry32::pack(1u << SlotEntry32::kMaxP32, (1u << SlotEntry32::kMaxP32) - 1, 255)) ==
+                  (1u << SlotEntry32::kMaxP32) - 1 &&
+              SlotEntry32::sym(SlotEntry32::pack(1u << SlotEntry32::kMaxP32, (1u << SlotEntry32::kMaxP32) - 1, 255)) ==
+                  255, "SlotEntry32 round trip at the extremes");
+
 // Every malformed-stream condition; bindings turn it into ValueError.
+// `rule` is the numbered rule of csrc/RANS.md (R1.., C1..) or FORMAT.md (S9) that the stream
+// breaks, appended as " [R3]" so every refusal names its rule; nullptr for errors that refuse no
+// input (encoder arguments, an ISA this CPU lacks, internal invariants).
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error("rANS stream: " + what) {}
+  Error(const char* rule, const std::string& what)
+      : std::runtime_error("rANS stream: " + what + (rule ? std::string(" [") + rule + "]" : std::string())) {}
 };
 
 // Header byte (RANS.md 1): bits 0-3 precision, bits 4-5 lane code k (up to 2^k lanes),
@@ -71,7 +136,7 @@ void normalize(const uint64_t hist[256], int precision, uint32_t freq[256]);
 int choose_precision(const uint64_t hist[256], uint64_t count);
 
 // lanes: 1, 2, 4 or 8, or 0 = auto: the most lanes (decode speed) whose 8-byte state
-// flush each stays within 1% of the estimated payload (small streams get fewer).
+// flush each stays within 0.1% of the estimated payload (small streams get fewer; RANS.md).
 std::vector<uint8_t> encode(const uint8_t* symbols, size_t count, int precision, int lanes);
 int choose_lanes(double payload_bytes);
 
@@ -90,7 +155,7 @@ struct Plan {
 Plan prepare(const uint8_t* data, size_t size, uint64_t count);
 
 // Both write plan.count symbols to `out` and throw Error on any inconsistency
-// (truncated payload, trailing bytes, final states != L).
+// (truncated payload, trailing bytes, final state j != L + lane_tag(symbol_hash(out), j)).
 void decode_fast(const Plan& plan, uint8_t* out);
 void decode_ref(const Plan& plan, uint8_t* out);
 
@@ -104,9 +169,7 @@ void decode_ref(const Plan& plan, uint8_t* out);
 // and the AVX2 loops everywhere else (4-lane streams, packing); kAuto picks AVX-512 on Intel CPUs
 // that have it (where it was measured faster), else AVX2, else scalar.
 enum class Isa { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
-bool cpu_has_avx2();
-bool cpu_has_avx512();
-bool cpu_has_fast_pext();  // BMI2 with a PEXT that is not microcoded (not AMD Zen 1/2): row packing
+// The CPU-feature probes are golfpack::cpu_has_avx2 / cpu_has_avx512 / cpu_has_fast_pext (common.h).
 inline bool uses_avx2(Isa isa) { return isa == Isa::kAvx2 || isa == Isa::kAvx512; }
 void set_isa(Isa isa);
 Isa get_isa();
@@ -120,14 +183,10 @@ class SymbolHasher {
 
  private:
   void word(uint64_t w) {
-    uint64_t& a = acc_[words_ & 3];
-    a += w * 0xC2B2AE3D27D4EB4Full;
-    a = (a << 31) | (a >> 33);
-    a *= 0x9E3779B97F4A7C15ull;
+    acc_[words_ & 3] = hash::round(acc_[words_ & 3], w);
     ++words_;
   }
-  uint64_t acc_[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
-                      ~0x9E3779B97F4A7C15ull};
+  uint64_t acc_[4] = {hash::kSeed[0], hash::kSeed[1], hash::kSeed[2], hash::kSeed[3]};
   uint64_t words_ = 0;  // full 8-byte words absorbed
   uint8_t pending_[8] = {};
   int npending_ = 0;
@@ -161,8 +220,8 @@ class Decoder {
   bool avx2_ = false;    // the SIMD entry table is built; AVX2 (or AVX-512) rounds
   bool avx512_ = false;  // 8 lanes: the AVX-512 rounds
   std::vector<uint8_t> lut_;       // slot -> symbol (scalar loops)
-  uint32_t info_[256] = {};        // symbol -> freq | cum << 16 (scalar loops)
-  std::vector<uint64_t> entries_;  // slot -> freq | sym << 32 | (slot - cum) << 48 (AVX2)
+  uint32_t info_[256] = {};        // symbol -> FreqCumEntry (scalar loops)
+  std::vector<uint64_t> entries_;  // slot -> SlotEntry64 (AVX2, AVX-512)
 };
 
 // The AVX2 inner loop (rans_avx2.cpp; compiled with a target attribute, called only after
@@ -215,14 +274,32 @@ uint64_t decode_ctx_rounds_avx2_multi(CtxAvxStream* streams, int n, uint64_t rou
 uint64_t decode_ctx_rounds_avx512_multi(CtxAvxStream* streams, int n, uint64_t rounds);  // rans_avx512.cpp
 
 // The batch decoders' thread pool (rans_decode_rows, rans_ctx_decode_rows): `worker` runs on
-// min(threads, jobs) threads, the caller's one included, and takes jobs from a shared counter.
+// clamp_threads(threads, jobs) threads (at most the machine's, common.h), the caller's one
+// included, and takes jobs from a shared counter. When a thread cannot be created (the system
+// is out of threads), the ones already started finish the shared list, are joined, and then a
+// ThreadError is thrown (Python: RuntimeError), never std::terminate from a joinable thread.
+class ThreadError : public std::runtime_error {
+ public:
+  explicit ThreadError(const std::string& what) : std::runtime_error(what) {}
+};
 template <class Worker>
 void run_workers(int threads, size_t jobs, Worker&& worker) {
-  const int n = int(std::min<size_t>(size_t(threads), std::max<size_t>(jobs, 1)));
+  const int n = clamp_threads(threads, int64_t(std::min<size_t>(jobs, size_t(1) << 30)));
   std::vector<std::thread> pool;
-  for (int t = 1; t < n; ++t) pool.emplace_back(worker);
-  worker();
+  pool.reserve(size_t(n));
+  std::string failed;
+  for (int t = 1; t < n; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error& e) {
+      failed = "could not start decode thread " + std::to_string(t + 1) + " of " + std::to_string(n) + ": " +
+               e.what();
+      break;
+    }
+  }
+  if (failed.empty()) worker();
   for (auto& th : pool) th.join();
+  if (!failed.empty()) throw ThreadError(failed);
 }
 
 }  // namespace rans

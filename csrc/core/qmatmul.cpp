@@ -1,4 +1,4 @@
-// Dequant-matmul on bit-packed weights (CPU), plus the CUDA launcher bindings.
+// Dequant-matmul on bit-packed weights (CPU). API: qgemm.h; bindings: csrc/py/qmatmul_py.cpp.
 //
 //   qgemm_f32    y[M,N]  = x[M,K] . W_hat^T      (forward)
 //   qgemm_t_f32  gx[M,K] = gy[M,N] . W_hat       (backward w.r.t. the input)
@@ -16,9 +16,6 @@
 //
 // Work is split into items (16-column tile x 256-row block of the left
 // operand) scheduled with OpenMP; the GIL is released for the whole call.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -26,10 +23,9 @@
 #include <string>
 #include <type_traits>
 
+#include "common.h"
+#include "qgemm.h"
 #include "qmatmul.h"
-#ifdef GOLFPACK_WITH_CUDA
-#include "cuda/qmatmul.cuh"
-#endif
 #ifdef GOLFPACK_OPENMP
 #include <omp.h>
 #endif
@@ -49,8 +45,6 @@
 #define GP_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
 #include "qmatmul_small.h"  // fused decode+FMA kernels for M <= kSmallM (AVX2)
-
-namespace py = pybind11;
 
 namespace golfpack {
 namespace {
@@ -318,21 +312,13 @@ GP_DEFINE_ITEM_FNS(fwd_item)
 GP_DEFINE_ITEM_FNS(bwd_item)
 GP_DEFINE_ITEM_FNS(deq_item)
 
-bool cpu_has_avx2() {
-#ifdef GP_X86
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
 
 enum class Op { kForward, kTransposed, kDequant };
 
 template <int B>
 ItemFn pick_for_bits(Op op) {
 #ifdef GP_X86
-  if (cpu_has_avx2()) {
+  if (cpu_has_avx2_fma()) {
     switch (op) {
       case Op::kForward: return &fwd_item_avx2<B>;
       case Op::kTransposed: return &bwd_item_avx2<B>;
@@ -363,10 +349,10 @@ ItemFn pick(Op op, int bits) {
 
 int resolve_threads(int threads, int64_t items, double flops) {
 #ifdef GOLFPACK_OPENMP
-  int t = threads > 0 ? threads : omp_get_max_threads();
   // A parallel region costs a few microseconds; not worth it for tiny products.
-  if (flops < 2.0e5) t = 1;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, items)));
+  if (flops < 2.0e5) return 1;
+  // Clamped to the machine: OpenMP exits the process when it cannot create the threads asked.
+  return clamp_threads(threads, items, omp_get_max_threads());
 #else
   (void)threads; (void)items; (void)flops;
   return 1;
@@ -409,195 +395,93 @@ double qgemm_t_ref_entry(const Problem& p, int bits, int64_t m, int64_t k) {
   return acc;
 }
 
-// ---------------------------------------------------------------- argument checks
+}  // namespace
 
-void check_bits(int bits) {
-  if (bits < kMinBits || bits > kMaxBits)
-    throw std::invalid_argument("bits must be in 2..8, got " + std::to_string(bits));
-}
+namespace qgemm {
 
-template <class T>
-const char* dtype_name() {
-  if (std::is_same<T, float>::value) return "float32";
-  if (std::is_same<T, uint8_t>::value) return "uint8";
-  if (std::is_same<T, int8_t>::value) return "int8";
-  return "?";
-}
-
-// Checks dtype, C-contiguity and shape (-1 = any) of an array argument.
-template <class T>
-void check_array(const py::array& a, const char* name, std::initializer_list<int64_t> shape) {
-  if (!a.dtype().is(py::dtype::of<T>()))
-    throw py::type_error(std::string(name) + " must have dtype " + dtype_name<T>() + ", got " +
-                         std::string(py::str(a.dtype())));
-  if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
-    throw py::value_error(std::string(name) + " must have " + std::to_string(shape.size()) + " dimensions, got " +
-                          std::to_string(a.ndim()));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + " must be C-contiguous");
-  int d = 0;
-  for (int64_t want : shape) {
-    if (want >= 0 && a.shape(d) != want)
-      throw py::value_error(std::string(name) + ": dimension " + std::to_string(d) + " is " +
-                            std::to_string(a.shape(d)) + ", expected " + std::to_string(want));
-    ++d;
-  }
-}
-
-struct Packed {
-  const uint8_t* data;
-  const float* scales;
-  int64_t N, stride;
-};
-
-Packed check_packed(const py::array& packed, const py::array& scales, int bits, int64_t K) {
+void forward(const float* x, int64_t M, int64_t K, const uint8_t* packed, int64_t stride, const float* scales,
+             int64_t N, int bits, float* y, int threads) {
   check_bits(bits);
-  if (K < 0) throw py::value_error("K must be >= 0, got " + std::to_string(K));
-  check_array<uint8_t>(packed, "packed", {-1, packed_row_stride(K, bits)});
-  const int64_t N = packed.shape(0);
-  check_array<float>(scales, "scales", {N});
-  return {static_cast<const uint8_t*>(packed.data()), static_cast<const float*>(scales.data()), N,
-          packed_row_stride(K, bits)};
-}
-
-bool overlaps(const py::array& a, const py::array& b) {
-  const auto* a0 = static_cast<const char*>(a.data());
-  const auto* b0 = static_cast<const char*>(b.data());
-  return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
-// Output array: the caller's `out` (checked: float32, C-contiguous, writable,
-// right shape, not aliasing an input) or a fresh one.
-py::array_t<float> make_out(const py::object& out, int64_t rows, int64_t cols,
-                            std::initializer_list<const py::array*> inputs) {
-  if (out.is_none()) return py::array_t<float>({rows, cols});
-  if (!py::isinstance<py::array>(out)) throw py::type_error("out must be a numpy float32 array or None");
-  py::array o = py::reinterpret_borrow<py::array>(out);
-  check_array<float>(o, "out", {rows, cols});
-  if (!o.writeable()) throw py::value_error("out must be writable");
-  for (const py::array* in : inputs)
-    if (overlaps(o, *in)) throw py::value_error("out must not overlap an input array");
-  return py::reinterpret_borrow<py::array_t<float>>(o);
-}
-
-// ---------------------------------------------------------------- bindings
-
-py::array_t<float> qgemm_f32(const py::array& x, const py::array& packed, const py::array& scales, int bits,
-                             int64_t K, const py::object& out, int threads) {
-  const Packed w = check_packed(packed, scales, bits, K);
-  check_array<float>(x, "x", {-1, K});
-  const int64_t M = x.shape(0);
-  py::array_t<float> y = make_out(out, M, w.N, {&x, &packed, &scales});
-  Problem p{static_cast<const float*>(x.data()), y.mutable_data(), w.data, w.scales, M, w.N, K, w.stride, 0};
-  const ItemFn fn = pick(Op::kForward, bits);
-  {
-    py::gil_scoped_release release;
-    if (M == 0 || w.N == 0) return y;
-    if (K == 0) {
-      std::fill(p.out, p.out + M * w.N, 0.0f);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    std::fill(y, y + M * N, 0.0f);
+    return;
+  }
+  Problem p{x, y, packed, scales, M, N, K, stride, 0};
 #ifdef GP_X86
-    } else if (M <= kSmallM && K >= 8 && cpu_has_avx2()) {
-      const int64_t blocks = (w.N + 63) / 64;
-      small_forward(p.lhs, M, K, w.data, w.stride, w.scales, p.out, w.N, bits,
-                    resolve_threads(threads, blocks, 2.0 * M * w.N * K));
+  if (M <= kSmallM && K >= 8 && cpu_has_avx2_fma()) {
+    const int64_t blocks = (N + 63) / 64;
+    small_forward(x, M, K, packed, stride, scales, y, N, bits, resolve_threads(threads, blocks, 2.0 * M * N * K));
+    return;
+  }
 #endif
-    } else {
-      const int64_t items = ((w.N + kLanes - 1) / kLanes) * ((M + kMB - 1) / kMB);
-      run_items(fn, p, 0, items, resolve_threads(threads, items, 2.0 * M * w.N * K));
-    }
-  }
-  return y;
+  const int64_t items = ((N + kLanes - 1) / kLanes) * ((M + kMB - 1) / kMB);
+  run_items(pick(Op::kForward, bits), p, 0, items, resolve_threads(threads, items, 2.0 * M * N * K));
 }
 
-py::array_t<float> qgemm_t_f32(const py::array& gy, const py::array& packed, const py::array& scales, int bits,
-                               int64_t K, const py::object& out, int threads) {
-  const Packed w = check_packed(packed, scales, bits, K);
-  check_array<float>(gy, "gy", {-1, w.N});
-  const int64_t M = gy.shape(0);
-  py::array_t<float> gx = make_out(out, M, K, {&gy, &packed, &scales});
-  Problem p{static_cast<const float*>(gy.data()), gx.mutable_data(), w.data, w.scales, M, w.N, K, w.stride, 0};
-  const ItemFn fn = pick(Op::kTransposed, bits);
-  {
-    py::gil_scoped_release release;
-    if (M == 0 || K == 0) return gx;
-    if (w.N == 0) {
-      std::fill(p.out, p.out + M * K, 0.0f);
-#ifdef GP_X86
-    } else if (M <= kSmallM && K >= 8 && cpu_has_avx2()) {
-      const int64_t blocks = (K + 63) / 64;
-      small_transposed(p.lhs, M, w.N, w.data, w.stride, w.scales, p.out, K, bits,
-                       resolve_threads(threads, blocks, 2.0 * M * w.N * K));
-#endif
-    } else {
-      const int64_t items = ((K + kLanes - 1) / kLanes) * ((M + kMB - 1) / kMB);
-      run_items(fn, p, 0, items, resolve_threads(threads, items, 2.0 * M * w.N * K));
-    }
-  }
-  return gx;
-}
-
-py::array_t<float> dequant_rows(const py::array& packed, const py::array& scales, int bits, int64_t K,
-                                int64_t row_begin, int64_t row_end, const py::object& out, int threads) {
-  const Packed w = check_packed(packed, scales, bits, K);
-  if (row_begin < 0 || row_end < row_begin || row_end > w.N)
-    throw py::value_error("row range [" + std::to_string(row_begin) + ", " + std::to_string(row_end) +
-                          ") is not inside [0, " + std::to_string(w.N) + ")");
-  py::array_t<float> o = make_out(out, row_end - row_begin, K, {&packed, &scales});
-  Problem p{nullptr, o.mutable_data(), w.data, w.scales, 0, w.N, K, w.stride, row_begin};
-  const ItemFn fn = pick(Op::kDequant, bits);
-  {
-    py::gil_scoped_release release;
-    if (K > 0 && row_end > row_begin) {
-      const int64_t rows = row_end - row_begin;
-      run_items(fn, p, row_begin, row_end, resolve_threads(threads, rows, 8.0 * rows * K));
-    }
-  }
-  return o;
-}
-
-py::array_t<float> qgemm_f32_ref(const py::array& x, const py::array& packed, const py::array& scales, int bits,
-                                 int64_t K) {
-  const Packed w = check_packed(packed, scales, bits, K);
-  check_array<float>(x, "x", {-1, K});
-  const int64_t M = x.shape(0);
-  py::array_t<float> y({M, w.N});
-  Problem p{static_cast<const float*>(x.data()), y.mutable_data(), w.data, w.scales, M, w.N, K, w.stride, 0};
-  py::gil_scoped_release release;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < w.N; ++n) p.out[m * w.N + n] = static_cast<float>(qgemm_ref_entry(p, bits, m, n));
-  return y;
-}
-
-py::array_t<float> qgemm_t_f32_ref(const py::array& gy, const py::array& packed, const py::array& scales, int bits,
-                                   int64_t K) {
-  const Packed w = check_packed(packed, scales, bits, K);
-  check_array<float>(gy, "gy", {-1, w.N});
-  const int64_t M = gy.shape(0);
-  py::array_t<float> gx({M, K});
-  Problem p{static_cast<const float*>(gy.data()), gx.mutable_data(), w.data, w.scales, M, w.N, K, w.stride, 0};
-  py::gil_scoped_release release;
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) p.out[m * K + k] = static_cast<float>(qgemm_t_ref_entry(p, bits, m, k));
-  return gx;
-}
-
-// Symbols int8 [N, K] -> packed uint8 [N, stride] (the layout of qmatmul.h).
-py::array_t<uint8_t> qpack_rows(const py::array& symbols, int bits) {
+void transposed(const float* gy, int64_t M, int64_t N, const uint8_t* packed, int64_t stride, const float* scales,
+                int64_t K, int bits, float* gx, int threads) {
   check_bits(bits);
-  check_array<int8_t>(symbols, "symbols", {-1, -1});
-  const int64_t N = symbols.shape(0), K = symbols.shape(1);
-  const int64_t stride = packed_row_stride(K, bits);
-  const auto* q = static_cast<const int8_t*>(symbols.data());
-  const int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+  if (M == 0 || K == 0) return;
+  if (N == 0) {
+    std::fill(gx, gx + M * K, 0.0f);
+    return;
+  }
+  Problem p{gy, gx, packed, scales, M, N, K, stride, 0};
+#ifdef GP_X86
+  if (M <= kSmallM && K >= 8 && cpu_has_avx2_fma()) {
+    const int64_t blocks = (K + 63) / 64;
+    small_transposed(gy, M, N, packed, stride, scales, gx, K, bits, resolve_threads(threads, blocks, 2.0 * M * N * K));
+    return;
+  }
+#endif
+  const int64_t items = ((K + kLanes - 1) / kLanes) * ((M + kMB - 1) / kMB);
+  run_items(pick(Op::kTransposed, bits), p, 0, items, resolve_threads(threads, items, 2.0 * M * N * K));
+}
+
+void dequant_rows(const uint8_t* packed, int64_t stride, const float* scales, int64_t N, int64_t K, int bits,
+                  int64_t row_begin, int64_t row_end, float* out, int threads) {
+  check_bits(bits);
+  if (row_begin < 0 || row_end < row_begin || row_end > N)
+    throw std::invalid_argument("row range [" + std::to_string(row_begin) + ", " + std::to_string(row_end) +
+                                ") is not inside [0, " + std::to_string(N) + ")");
+  if (K == 0 || row_end == row_begin) return;
+  Problem p{nullptr, out, packed, scales, 0, N, K, stride, row_begin};
+  const int64_t rows = row_end - row_begin;
+  run_items(pick(Op::kDequant, bits), p, row_begin, row_end, resolve_threads(threads, rows, 8.0 * rows * K));
+}
+
+void forward_ref(const float* x, int64_t M, int64_t K, const uint8_t* packed, int64_t stride, const float* scales,
+                 int64_t N, int bits, float* y) {
+  check_bits(bits);
+  Problem p{x, y, packed, scales, M, N, K, stride, 0};
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) y[m * N + n] = static_cast<float>(qgemm_ref_entry(p, bits, m, n));
+}
+
+void transposed_ref(const float* gy, int64_t M, int64_t N, const uint8_t* packed, int64_t stride,
+                    const float* scales, int64_t K, int bits, float* gx) {
+  check_bits(bits);
+  Problem p{gy, gx, packed, scales, M, N, K, stride, 0};
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) gx[m * K + k] = static_cast<float>(qgemm_t_ref_entry(p, bits, m, k));
+}
+
+void check_symbols(const int8_t* q, int64_t N, int64_t K, int bits) {
+  check_bits(bits);
+  const int lo = symbol_min(bits), hi = symbol_max(bits);
   for (int64_t i = 0; i < N * K; ++i) {
     if (q[i] < lo || q[i] > hi)
-      throw py::value_error("symbol " + std::to_string(q[i]) + " at row " + std::to_string(i / K) + ", column " +
-                            std::to_string(i % K) + " is outside [" + std::to_string(lo) + ", " +
-                            std::to_string(hi) + "] for " + std::to_string(bits) + "-bit packing");
+      throw std::invalid_argument("symbol " + std::to_string(q[i]) + " at row " + std::to_string(i / K) +
+                                  ", column " + std::to_string(i % K) + " is outside [" + std::to_string(lo) + ", " +
+                                  std::to_string(hi) + "] for " + std::to_string(bits) + "-bit packing");
   }
-  py::array_t<uint8_t> out({N, stride});
-  uint8_t* dst = out.mutable_data();
-  std::memset(dst, 0, static_cast<size_t>(N * stride));
+}
+
+void pack_rows(const int8_t* q, int64_t N, int64_t K, int bits, uint8_t* dst) {
+  check_bits(bits);
+  const int64_t stride = packed_row_stride(K, bits);
+  if (N * stride > 0) std::memset(dst, 0, static_cast<size_t>(N * stride));  // dst may be null when empty
   const uint32_t mask = (1u << bits) - 1u;
   for (int64_t n = 0; n < N; ++n) {
     uint8_t* row = dst + n * stride;
@@ -615,97 +499,16 @@ py::array_t<uint8_t> qpack_rows(const py::array& symbols, int bits) {
     }
     if (nbits > 0) row[pos] = static_cast<uint8_t>(acc);
   }
-  return out;
 }
 
-// Packed [N, stride] -> symbols int8 [N, K] (tests and debugging).
-py::array_t<int8_t> qunpack_rows(const py::array& packed, int bits, int64_t K) {
+void unpack_rows(const uint8_t* src, int64_t N, int64_t K, int bits, int8_t* q) {
   check_bits(bits);
-  if (K < 0) throw py::value_error("K must be >= 0, got " + std::to_string(K));
   const int64_t stride = packed_row_stride(K, bits);
-  check_array<uint8_t>(packed, "packed", {-1, stride});
-  const int64_t N = packed.shape(0);
-  const auto* src = static_cast<const uint8_t*>(packed.data());
-  py::array_t<int8_t> out({N, K});
-  int8_t* q = out.mutable_data();
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) q[n * K + k] = static_cast<int8_t>(decode_symbol(src + n * stride, k, bits));
-  return out;
 }
 
-#ifdef GOLFPACK_WITH_CUDA
-cuda::DType parse_dtype(const std::string& s) {
-  if (s == "float32") return cuda::DType::kF32;
-  if (s == "float16") return cuda::DType::kF16;
-  if (s == "bfloat16") return cuda::DType::kBF16;
-  throw py::value_error("CUDA dtype must be float32, float16 or bfloat16, got '" + s + "'");
-}
-#endif
+const char* cpu_isa() { return cpu_has_avx2_fma() ? "avx2+fma" : "baseline"; }
 
-}  // namespace
-
-void register_qmatmul(py::module_& m) {
-  m.attr("QMATMUL_ROW_ALIGN") = kRowAlign;
-  m.def("qrow_stride", [](int64_t K, int bits) {
-    check_bits(bits);
-    if (K < 0) throw py::value_error("K must be >= 0");
-    return packed_row_stride(K, bits);
-  }, py::arg("K"), py::arg("bits"), "Row stride in bytes of the packed layout (ceil(K*bits/8) rounded up to 16).");
-  m.def("qpack_rows", &qpack_rows, py::arg("symbols"), py::arg("bits"),
-        "Pack int8 symbols [N,K] into the row-padded LSB-first layout uint8 [N, qrow_stride(K,bits)].");
-  m.def("qunpack_rows", &qunpack_rows, py::arg("packed"), py::arg("bits"), py::arg("K"),
-        "Inverse of qpack_rows: int8 symbols [N,K].");
-  m.def("qgemm_f32", &qgemm_f32, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("bits"), py::arg("K"),
-        py::arg("out") = py::none(), py::arg("threads") = 0,
-        "y[M,N] = x[M,K] . W_hat^T with W_hat[n,k] = q[n,k]*scales[n]; threads<=0: OpenMP default.");
-  m.def("qgemm_t_f32", &qgemm_t_f32, py::arg("gy"), py::arg("packed"), py::arg("scales"), py::arg("bits"),
-        py::arg("K"), py::arg("out") = py::none(), py::arg("threads") = 0,
-        "gx[M,K] = gy[M,N] . W_hat (the input gradient of qgemm_f32).");
-  m.def("dequant_rows", &dequant_rows, py::arg("packed"), py::arg("scales"), py::arg("bits"), py::arg("K"),
-        py::arg("row_begin"), py::arg("row_end"), py::arg("out") = py::none(), py::arg("threads") = 0,
-        "W_hat[row_begin:row_end, :] as float32 [rows, K].");
-  m.def("qgemm_f32_ref", &qgemm_f32_ref, py::arg("x"), py::arg("packed"), py::arg("scales"), py::arg("bits"),
-        py::arg("K"), "Scalar reference of qgemm_f32 (double accumulation).");
-  m.def("qgemm_t_f32_ref", &qgemm_t_f32_ref, py::arg("gy"), py::arg("packed"), py::arg("scales"), py::arg("bits"),
-        py::arg("K"), "Scalar reference of qgemm_t_f32 (double accumulation).");
-  m.def("qmatmul_cpu_isa", []() { return std::string(cpu_has_avx2() ? "avx2+fma" : "baseline"); },
-        "Which compiled variant of the CPU kernels runs on this machine.");
-
-#ifdef GOLFPACK_WITH_CUDA
-  // Raw-pointer launchers (the extension does not link libtorch): the Python
-  // wrapper passes tensor.data_ptr() values and the current stream handle.
-  m.def("qgemm_cuda",
-        [](uintptr_t x, const std::string& dtype, int64_t M, int64_t K, uintptr_t packed, int64_t stride,
-           uintptr_t scales, int bits, int64_t N, uintptr_t out, uintptr_t stream, int algo) {
-          const cuda::DType dt = parse_dtype(dtype);
-          py::gil_scoped_release release;
-          cuda::qgemm(x, dt, M, K, packed, stride, scales, bits, N, out, stream, algo);
-        },
-        py::arg("x_ptr"), py::arg("dtype"), py::arg("M"), py::arg("K"), py::arg("packed_ptr"), py::arg("stride"),
-        py::arg("scales_ptr"), py::arg("bits"), py::arg("N"), py::arg("out_ptr"), py::arg("stream"),
-        py::arg("algo") = 0,
-        "out[M,N] (dtype of x) = x[M,K] . W_hat^T on the GPU; algo 0 auto, 1 tiled, 2 small-M (M<=16).");
-  m.def("qgemm_t_cuda",
-        [](uintptr_t gy, const std::string& dtype, int64_t M, int64_t N, uintptr_t packed, int64_t stride,
-           uintptr_t scales, int bits, int64_t K, uintptr_t out, uintptr_t stream) {
-          const cuda::DType dt = parse_dtype(dtype);
-          py::gil_scoped_release release;
-          cuda::qgemm_t(gy, dt, M, N, packed, stride, scales, bits, K, out, stream);
-        },
-        py::arg("gy_ptr"), py::arg("dtype"), py::arg("M"), py::arg("N"), py::arg("packed_ptr"), py::arg("stride"),
-        py::arg("scales_ptr"), py::arg("bits"), py::arg("K"), py::arg("out_ptr"), py::arg("stream"),
-        "out[M,K] (dtype of gy) = gy[M,N] . W_hat on the GPU.");
-  m.def("dequant_rows_cuda",
-        [](uintptr_t packed, int64_t stride, uintptr_t scales, int bits, int64_t K, int64_t row_begin,
-           int64_t row_end, uintptr_t out, const std::string& dtype, uintptr_t stream) {
-          const cuda::DType dt = parse_dtype(dtype);
-          py::gil_scoped_release release;
-          cuda::dequant_rows(packed, stride, scales, bits, K, row_begin, row_end, out, dt, stream);
-        },
-        py::arg("packed_ptr"), py::arg("stride"), py::arg("scales_ptr"), py::arg("bits"), py::arg("K"),
-        py::arg("row_begin"), py::arg("row_end"), py::arg("out_ptr"), py::arg("dtype"), py::arg("stream"),
-        "out[rows,K] = W_hat[row_begin:row_end, :] in dtype on the GPU.");
-#endif
-}
-
+}  // namespace qgemm
 }  // namespace golfpack

@@ -69,8 +69,8 @@ struct V1Lookup {  // one table of 64-bit entries: freq | sym << 32 | (slot - cu
     // loop's way) made this loop slower than the AVX2 one (609 vs 651 MB/s in one run), the
     // gather faster (913 vs 819 MB/s in another; benchmarks/RESULTS.md, issue 19).
     const __m512i e = _mm512_i64gather_epi64(_mm512_and_si512(x, c.mask_p), s.entries, 8);
-    sym = _mm512_cvtepi64_epi8(_mm512_srli_epi64(e, 32));
-    return advance(x, e, _mm512_srli_epi64(e, 48), c);
+    sym = _mm512_cvtepi64_epi8(_mm512_srli_epi64(e, SlotEntry64::kSymShift));
+    return advance(x, e, _mm512_srli_epi64(e, SlotEntry64::kBiasShift), c);
   }
 };
 
@@ -80,10 +80,10 @@ struct CtxLookup {  // a table per position: 32-bit (freq - 1) | (slot - cum) <<
     const __m512i t = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s.tid + 8 * r)));
     const __m512i idx = _mm512_or_si512(_mm512_sll_epi64(t, c.shift_p), _mm512_and_si512(x, c.mask_p));
     const __m512i e = _mm512_cvtepu32_epi64(_mm512_i64gather_epi32(idx, s.ent, 4));
-    const __m512i m12 = _mm512_set1_epi64(0xFFF);
-    sym = _mm512_cvtepi64_epi8(_mm512_srli_epi64(e, 24));
+    const __m512i m12 = _mm512_set1_epi64(SlotEntry32::kFieldMask);
+    sym = _mm512_cvtepi64_epi8(_mm512_srli_epi64(e, SlotEntry32::kSymShift));
     return advance(x, _mm512_add_epi64(_mm512_and_si512(e, m12), _mm512_set1_epi64(1)),
-                   _mm512_and_si512(_mm512_srli_epi64(e, 12), m12), c);
+                   _mm512_and_si512(_mm512_srli_epi64(e, SlotEntry32::kBiasShift), m12), c);
   }
 };
 

@@ -1,5 +1,5 @@
 // rans_rows.cpp: rANS symbol streams decoded straight into the packed inference layout
-// (issue 8). Python: golfpack._C.rans_decode_rows(jobs, threads=1).
+// (issue 8). Python: golfpack._C.rans_decode_rows(jobs, threads=1) (csrc/py/rans_rows_py.cpp).
 //
 // A job is one int stream of a [rows, cols] tensor stored as rANS symbols u = s + 128
 // (codec/coders.py, RANS_SYMBOL_OFFSET) with b-bit symbols s. Its output is the layout
@@ -16,9 +16,6 @@
 // stream-level check of RANS.md (the symbols must also fit b bits; that error is reported after
 // the stream's own checks, as the two-step path reported it). A failing job yields an error
 // string in its result slot; the other jobs still decode.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -27,33 +24,22 @@
 #include <vector>
 
 #include "bitpack.h"
-#include "byteview.h"
 #include "qmatmul.h"
 #include "rans.h"
+#include "rans_rows.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
-namespace py = pybind11;
-
 namespace golfpack {
+namespace rans_rows {
 namespace {
 
 constexpr int kSymbolOffset = 128;   // u = s + 128 (coders.RANS_SYMBOL_OFFSET)
 constexpr uint64_t kPiece = 16384;   // symbols per decode step: buffer + table stay in L1/L2
 constexpr int kInFlight = rans::kMaxInterleave;  // jobs interleaved per worker (Decoder::run_group)
 
-struct Job {
-  std::unique_ptr<ByteView> in;
-  rans::Plan plan;
-  uint64_t rows = 0, cols = 0;
-  int bits = 0;
-  uint8_t* out = nullptr;  // rows * stride bytes
-  int64_t stride = 0;
-  bool check_range = false;  // the table lists a symbol outside the b-bit range
-  std::string error;
-};
 
 #if defined(__x86_64__) || defined(__i386__)
 // 6-bit fields, 32 symbols -> 24 bytes per step: pairs of 6-bit values merge into 12-bit
@@ -86,7 +72,7 @@ __attribute__((target("avx2"))) uint64_t pack6_avx2(const uint8_t* u, uint64_t c
 // csrc/bitpack.h (x86 is little-endian). Each step stores 8 bytes of which b are data (the next
 // step overwrites the rest), so it runs only while that store stays inside the row's stride; the
 // rest of the row goes through bitpack::pack from a byte boundary (k % 8 == 0). Returns the
-// symbols packed. Only where rans::cpu_has_fast_pext() (BMI2, and not the microcoded PEXT of
+// symbols packed. Only where cpu_has_fast_pext() (BMI2, and not the microcoded PEXT of
 // AMD Zen 1/2).
 __attribute__((target("bmi2"))) uint64_t pack_pext(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst,
                                                    int64_t stride) {
@@ -116,7 +102,7 @@ void pack_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t s
     if (bits == 6 && avx2) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
     // 2, 3, 7: the widths bitpack::pack has no specialised packer for (its 64-bit accumulator
     // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19)
-    else if (avx2 && (bits <= 3 || bits == 7) && rans::cpu_has_fast_pext()) k = pack_pext(u, cols, bits, dst, stride);
+    else if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext()) k = pack_pext(u, cols, bits, dst, stride);
 #endif
     bitpack::pack(reinterpret_cast<const int8_t*>(u + k), size_t(cols - k), bits, dst + k * bits / 8);
     used = bitpack::packed_size(size_t(cols), bits);
@@ -171,7 +157,7 @@ void finish(Slot& s) {
   Job& j = *s.job;
   s.dec->finish(s.hasher.finish());
   if (s.out_of_range)
-    throw std::runtime_error("rans stream decodes symbols outside the " + std::to_string(j.bits) + "-bit range");
+    throw std::runtime_error("rans stream decodes symbols outside the " + std::to_string(j.bits) + "-bit range [S9]");
 }
 
 // One worker: keeps up to kInFlight jobs decoding together until the shared list is empty.
@@ -234,76 +220,30 @@ void worker(std::vector<Job>& jobs, std::atomic<size_t>& next) {
   }
 }
 
-uint64_t as_size(const py::handle& h, const char* what) {
-  if (!PyLong_Check(h.ptr())) throw py::type_error(std::string(what) + " must be an int");
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
-  if (overflow || v < 0 || uint64_t(v) > rans::kMaxCount)
-    throw py::value_error(std::string(what) + " must be in [0, 2^40]");
-  return uint64_t(v);
-}
-
-py::list decode_rows_py(const py::sequence& specs, int threads) {
-  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
-  std::vector<Job> jobs(specs.size());
-  py::list results;
-  std::vector<py::object> arrays(jobs.size());
-  for (size_t k = 0; k < jobs.size(); ++k) {
-    py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
-    if (spec.size() != 4) throw py::value_error("each job must be (data, rows, cols, bits)");
-    Job& j = jobs[k];
-    j.in.reset(new ByteView(spec[0], "rANS stream"));
-    j.rows = as_size(spec[1], "rows");
-    j.cols = as_size(spec[2], "cols");
-    j.bits = py::cast<int>(spec[3]);
-    if (j.bits < qlayout::kMinBits || j.bits > qlayout::kMaxBits)
-      throw py::value_error("bits must be 2..8, got " + std::to_string(j.bits));
-    if (j.cols && j.rows > rans::kMaxCount / j.cols)
-      throw py::value_error("rows * cols exceeds the 2^40 symbol cap");
-    j.stride = qlayout::packed_row_stride(int64_t(j.cols), j.bits);
-    try {
-      j.plan = rans::prepare(j.in->data(), j.in->size(), j.rows * j.cols);
-      const rans::Table& t = j.plan.table;
-      const int half = 1 << (j.bits - 1);
-      j.check_range = t.precision && (t.lo < kSymbolOffset - half || t.hi > kSymbolOffset + half - 1);
-    } catch (const rans::Error& e) {
-      j.error = e.what();
-      arrays[k] = py::none();
-      continue;
-    }
-    py::array_t<uint8_t> a({py::ssize_t(j.rows), py::ssize_t(j.stride)});
-    j.out = a.mutable_data();
-    arrays[k] = a;
-  }
-  {
-    py::gil_scoped_release nogil;
-    std::atomic<size_t> next{0};
-    rans::run_workers(threads, jobs.size(), [&] { worker(jobs, next); });
-  }
-  for (size_t k = 0; k < jobs.size(); ++k) {
-    if (!jobs[k].error.empty())
-      results.append(py::str(jobs[k].error));
-    else
-      results.append(arrays[k]);
-  }
-  return results;
-}
-
 }  // namespace
+
+void prepare_job(Job& j) {
+  j.stride = qlayout::packed_row_stride(int64_t(j.cols), j.bits);
+  try {
+    j.plan = rans::prepare(j.data, j.size, j.rows * j.cols);
+    const rans::Table& t = j.plan.table;
+    const int half = 1 << (j.bits - 1);
+    j.check_range = t.precision && (t.lo < kSymbolOffset - half || t.hi > kSymbolOffset + half - 1);
+  } catch (const rans::Error& e) {
+    j.error = e.what();
+  }
+}
+
+void decode(std::vector<Job>& jobs, int threads) {
+  std::atomic<size_t> next{0};
+  rans::run_workers(threads, jobs.size(), [&] { worker(jobs, next); });
+}
+
+}  // namespace rans_rows
 
 // Also used by rans_ctx.cpp's packed-rows decoder.
 void pack_u_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t stride, bool avx2) {
-  pack_row(u, cols, bits, dst, stride, avx2);
-}
-
-void register_rans_rows(py::module_& m) {
-  m.def("rans_decode_rows", &decode_rows_py, py::arg("jobs"), py::arg("threads") = 1,
-        "rans_decode_rows(jobs: [(data, rows, cols, bits)], threads: int = 1) -> list\n\n"
-        "Decode rANS int streams (symbols u = s + 128, s of `bits` bits) straight into the packed\n"
-        "row layout of qpack_rows: uint8 [rows, qrow_stride(cols, bits)]. Validates each stream\n"
-        "as rans_decode does, plus the symbol range. Each result is the array, or a str naming\n"
-        "the problem of that stream ('rANS stream: ...'). Jobs are interleaved 4 at a time per\n"
-        "worker (AVX2) and shared among `threads` workers; the GIL is released while decoding.");
+  rans_rows::pack_row(u, cols, bits, dst, stride, avx2);
 }
 
 }  // namespace golfpack

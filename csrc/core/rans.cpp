@@ -40,9 +40,6 @@
 // ========================================================================================
 #include "rans.h"
 
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -50,24 +47,11 @@
 #include <cmath>
 #include <cstring>
 
-#include "byteview.h"
-
-namespace py = pybind11;
+#include "common.h"
 
 namespace golfpack {
 namespace rans {
 namespace {
-
-inline uint64_t load_le32(const uint8_t* p) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-#else
-  return uint64_t(p[0]) | (uint64_t(p[1]) << 8) | (uint64_t(p[2]) << 16) | (uint64_t(p[3]) << 24);
-#endif
-}
-inline uint64_t load_le64(const uint8_t* p) { return load_le32(p) | (load_le32(p + 4) << 32); }
 
 void histogram(const uint8_t* s, size_t n, uint64_t hist[256]) {
   // Four sub-histograms so runs of equal bytes do not serialize on one counter.
@@ -164,37 +148,21 @@ double coded_bits(const uint64_t hist[256], const uint32_t freq[256], int precis
 }  // namespace
 
 uint64_t symbol_hash(const uint8_t* p, uint64_t n) {
-  // Four independent multiply-rotate accumulators over 8-byte little-endian words (so the
-  // post-decode pass runs at several GB/s), then a fold with the count and fmix64.
-  constexpr uint64_t K1 = 0x9E3779B97F4A7C15ull, K2 = 0xC2B2AE3D27D4EB4Full,
-                     K3 = 0x165667B19E3779F9ull;
-  auto round = [](uint64_t a, uint64_t w) {
-    a += w * K2;
-    a = (a << 31) | (a >> 33);
-    return a * K1;
-  };
-  uint64_t a0 = K1, a1 = K2, a2 = K3, a3 = ~K1;
+  // Four independent accumulators over 8-byte little-endian words (so the post-decode pass
+  // runs at several GB/s), then a fold with the count and fmix64 (common.h, RANS.md).
+  uint64_t a0 = hash::kSeed[0], a1 = hash::kSeed[1], a2 = hash::kSeed[2], a3 = hash::kSeed[3];
   const uint64_t words = n / 8;
   uint64_t k = 0;
   for (; k + 4 <= words; k += 4) {
-    a0 = round(a0, load_le64(p + 8 * k));
-    a1 = round(a1, load_le64(p + 8 * k + 8));
-    a2 = round(a2, load_le64(p + 8 * k + 16));
-    a3 = round(a3, load_le64(p + 8 * k + 24));
+    a0 = hash::round(a0, load_le64(p + 8 * k));
+    a1 = hash::round(a1, load_le64(p + 8 * k + 8));
+    a2 = hash::round(a2, load_le64(p + 8 * k + 16));
+    a3 = hash::round(a3, load_le64(p + 8 * k + 24));
   }
-  uint64_t* acc[4] = {&a0, &a1, &a2, &a3};
-  for (; k < words; ++k) *acc[k & 3] = round(*acc[k & 3], load_le64(p + 8 * k));
-  if (n % 8) {  // last partial word, zero-padded
-    uint64_t w = 0;
-    for (uint64_t b = 0; b < n % 8; ++b) w |= uint64_t(p[8 * words + b]) << (8 * b);
-    *acc[words & 3] = round(*acc[words & 3], w);
-  }
-  uint64_t h = n * K3;
-  for (uint64_t a : {a0, a1, a2, a3}) {
-    h = (h ^ a) * K1;
-    h = (h << 27) | (h >> 37);
-  }
-  return fmix64(h);
+  uint64_t acc[4] = {a0, a1, a2, a3};
+  for (; k < words; ++k) acc[k & 3] = hash::round(acc[k & 3], load_le64(p + 8 * k));
+  if (n % 8) acc[words & 3] = hash::round(acc[words & 3], hash::tail_word(p + 8 * words, n % 8));
+  return hash::fold(acc, n);
 }
 
 void normalize(const uint64_t hist[256], int precision, uint32_t freq[256]) {
@@ -286,15 +254,15 @@ int choose_lanes(double payload_bytes) {
 }
 
 std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int max_lanes) {
-  if (uint64_t(count) > kMaxCount) throw Error("more than 2^40 symbols");
+  if (uint64_t(count) > kMaxCount) throw Error(nullptr, "more than 2^40 symbols");
   if (count == 0) return {0};  // the empty table, no payload
   uint64_t hist[256];
   histogram(sym, count, hist);
   if (precision == 0) precision = choose_precision(hist, count);
   if (precision < kMinPrecision || precision > kMaxPrecision)
-    throw Error("precision must be 0 (auto) or 12..15");
+    throw Error(nullptr, "precision must be 0 (auto) or 12..15");
   if (max_lanes != 0 && max_lanes != 1 && max_lanes != 2 && max_lanes != 4 && max_lanes != 8)
-    throw Error("lanes must be 0 (auto), 1, 2, 4 or 8");
+    throw Error(nullptr, "lanes must be 0 (auto), 1, 2, 4 or 8");
   uint32_t freq[256], cum[257];
   normalize(hist, precision, freq);
   cum[0] = 0;
@@ -345,37 +313,37 @@ std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int
 
 Table parse_table(const uint8_t* data, size_t size) {
   Table t;
-  if (size < 1) throw Error("empty buffer (no table)");
+  if (size < 1) throw Error("R1", "empty buffer (no table)");
   const int head = data[0];
   if (head == 0) {
     t.table_bytes = 1;
     return t;
   }
-  if (head & 0x80) throw Error("reserved bit 7 of the header byte is set");
+  if (head & 0x80) throw Error("R1", "reserved bit 7 of the header byte is set");
   const int p = head & 0x0F;
   if (p < kMinPrecision || p > kMaxPrecision)
-    throw Error("precision " + std::to_string(p) + " not in 12..15");
-  if (size < 3) throw Error("truncated table header");
+    throw Error("R1", "precision " + std::to_string(p) + " not in 12..15");
+  if (size < 3) throw Error("R2", "truncated table header");
   t.precision = p;
   t.lane_code = (head >> 4) & 3;
   t.sparse = (head & kSparseFlag) != 0;
   t.lo = data[1];
   t.hi = data[2];
   if (t.lo > t.hi)
-    throw Error("table range lo=" + std::to_string(t.lo) + " > hi=" + std::to_string(t.hi));
+    throw Error("R2", "table range lo=" + std::to_string(t.lo) + " > hi=" + std::to_string(t.hi));
   size_t pos = 3;
   bool listed[256] = {};  // symbols whose frequency varint follows
   if (t.sparse) {
     const int nbits = t.hi - t.lo + 1;
     const size_t nbytes = size_t(nbits + 7) / 8;
-    if (size - pos < nbytes) throw Error("truncated presence bitmap");
+    if (size - pos < nbytes) throw Error("R2", "truncated presence bitmap");
     for (int i = 0; i < int(8 * nbytes); ++i) {
       const bool bit = (data[pos + size_t(i) / 8] >> (i % 8)) & 1;
-      if (i >= nbits && bit) throw Error("nonzero padding bits in the presence bitmap");
+      if (i >= nbits && bit) throw Error("R2", "nonzero padding bits in the presence bitmap");
       if (i < nbits) listed[t.lo + i] = bit;
     }
     if (!listed[t.lo] || !listed[t.hi])
-      throw Error("table range endpoints must be present in the bitmap");
+      throw Error("R2", "table range endpoints must be present in the bitmap");
     pos += nbytes;
   } else {
     for (int s = t.lo; s <= t.hi; ++s) listed[s] = true;
@@ -387,34 +355,34 @@ Table parse_table(const uint8_t* data, size_t size) {
     uint32_t v = 0;
     int shift = 0;
     for (;;) {
-      if (pos >= size) throw Error("truncated frequency table");
+      if (pos >= size) throw Error("R3", "truncated frequency table");
       const uint8_t b = data[pos++];
       if (shift == 14 && b > 2)  // a third byte can only complete a value <= 2^15
-        throw Error("frequency varint too long or too large for symbol " + std::to_string(s));
+        throw Error("R3", "frequency varint too long or too large for symbol " + std::to_string(s));
       v |= uint32_t(b & 0x7F) << shift;
       if (!(b & 0x80)) {
         if (b == 0 && shift > 0)
-          throw Error("non-minimal frequency varint for symbol " + std::to_string(s));
+          throw Error("R3", "non-minimal frequency varint for symbol " + std::to_string(s));
         break;
       }
       shift += 7;
     }
     if (v > M)
-      throw Error("frequency " + std::to_string(v) + " of symbol " + std::to_string(s) +
+      throw Error("R3", "frequency " + std::to_string(v) + " of symbol " + std::to_string(s) +
                   " exceeds 2^" + std::to_string(p));
     if (t.sparse && v == 0)
-      throw Error("zero frequency for symbol " + std::to_string(s) + " marked present");
+      throw Error("R3", "zero frequency for symbol " + std::to_string(s) + " marked present");
     t.freq[s] = v;
     sum += v;
     t.present += v != 0;
   }
   if (t.freq[t.lo] == 0 || t.freq[t.hi] == 0)
-    throw Error("table range endpoints must have nonzero frequency");
+    throw Error("R3", "table range endpoints must have nonzero frequency");
   if (sum != M)
-    throw Error("frequencies sum to " + std::to_string(sum) + ", expected 2^" +
+    throw Error("R3", "frequencies sum to " + std::to_string(sum) + ", expected 2^" +
                 std::to_string(p) + " = " + std::to_string(M));
   if (t.present == 1 && t.lane_code != 0)
-    throw Error("one-symbol table with a nonzero lane code");
+    throw Error("R3", "one-symbol table with a nonzero lane code");
   t.cum[0] = 0;
   for (int s = 0; s < 256; ++s) t.cum[s + 1] = t.cum[s] + t.freq[s];
   t.table_bytes = pos;
@@ -428,30 +396,30 @@ Plan prepare(const uint8_t* data, size_t size, uint64_t count) {
   const Table& t = plan.table;
   const size_t payload = size - t.table_bytes;
   if (count > kMaxCount)
-    throw Error("count " + std::to_string(count) + " exceeds the 2^40 cap");
+    throw Error("R4", "count " + std::to_string(count) + " exceeds the 2^40 cap");
   if (t.precision == 0) {
     if (count != 0)
-      throw Error("empty table cannot produce " + std::to_string(count) + " symbols");
-    if (payload != 0) throw Error(std::to_string(payload) + " trailing bytes after empty table");
+      throw Error("R4", "empty table cannot produce " + std::to_string(count) + " symbols");
+    if (payload != 0) throw Error("R5", std::to_string(payload) + " trailing bytes after empty table");
     return plan;
   }
-  if (count == 0) throw Error("non-empty table but count is 0 (empty input encodes as one 0 byte)");
+  if (count == 0) throw Error("R4", "non-empty table but count is 0 (empty input encodes as one 0 byte)");
   if (t.present == 1) {
     if (payload != 0)
-      throw Error(std::to_string(payload) + " payload bytes after a one-symbol table (expected 0)");
+      throw Error("R5", std::to_string(payload) + " payload bytes after a one-symbol table (expected 0)");
     return plan;
   }
   plan.lanes = int(std::min<uint64_t>(uint64_t(1) << t.lane_code, count));
   const size_t state_bytes = 8 * size_t(plan.lanes);
   if (payload < state_bytes)
-    throw Error("truncated: " + std::to_string(payload) + " payload bytes, need " +
+    throw Error("R5", "truncated: " + std::to_string(payload) + " payload bytes, need " +
                 std::to_string(state_bytes) + " for the initial states");
   if ((payload - state_bytes) % 4)
-    throw Error("payload word bytes are not a multiple of 4");
+    throw Error("R5", "payload word bytes are not a multiple of 4");
   const uint64_t bound =
       kRunFactor * (uint64_t(1) << t.precision) * (uint64_t(payload / 4) + kLanes);
   if (count > bound)
-    throw Error("count " + std::to_string(count) + " is more than a " + std::to_string(payload) +
+    throw Error("R4", "count " + std::to_string(count) + " is more than a " + std::to_string(payload) +
                 "-byte payload can hold at precision " + std::to_string(t.precision) +
                 " (max " + std::to_string(bound) + ")");
   plan.states = data + t.table_bytes;
@@ -460,7 +428,7 @@ Plan prepare(const uint8_t* data, size_t size, uint64_t count) {
   for (int j = 0; j < plan.lanes; ++j) {
     const uint64_t x = load_le64(plan.states + 8 * j);
     if (x < kStateLow || x >= kStateHigh)
-      throw Error("initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
+      throw Error("R6", "initial state of lane " + std::to_string(j) + " is outside [2^31, 2^63)");
   }
   return plan;
 }
@@ -469,11 +437,11 @@ namespace {
 
 void check_end(const Plan& plan, const uint64_t* x, const uint8_t* wp, const uint8_t* out) {
   if (wp != plan.words_end)
-    throw Error(std::to_string(plan.words_end - wp) + " unread payload bytes after decoding");
+    throw Error("R8", std::to_string(plan.words_end - wp) + " unread payload bytes after decoding");
   const uint64_t h = symbol_hash(out, plan.count);
   for (int j = 0; j < plan.lanes; ++j)
     if (x[j] != kStateLow + lane_tag(h, j))
-      throw Error("final state of lane " + std::to_string(j) +
+      throw Error("R9", "final state of lane " + std::to_string(j) +
                   " does not match the integrity tag (corrupt stream or wrong count)");
 }
 
@@ -499,7 +467,7 @@ void decode_ref(const Plan& plan, uint8_t* out) {
     out[i] = uint8_t(s);
     x[j] = t.freq[s] * (x[j] >> P) + slot - t.cum[s];
     if (x[j] < kStateLow) {
-      if (plan.words_end - wp < 4) throw Error("truncated payload (needs more words)");
+      if (plan.words_end - wp < 4) throw Error("R7", "truncated payload (needs more words)");
       x[j] = (x[j] << kWordBits) | load_le32(wp);
       wp += 4;
     }
@@ -539,7 +507,7 @@ __attribute__((noinline)) uint64_t decode_rounds(uint64_t* xs, const uint8_t*& w
       const uint32_t s = lut[slot];
       const uint64_t e = info[s];
       o[j] = uint8_t(s);
-      X = (e & 0xFFFF) * (X >> P) + slot - (e >> 16);
+      X = FreqCumEntry::freq(uint32_t(e)) * (X >> P) + slot - FreqCumEntry::cum(uint32_t(e));
       const uint64_t w = load_le32(wp);
       const uint64_t m = uint64_t(0) - uint64_t(X < kStateLow);
       x[j] = (((X << kWordBits) | w) & m) | (X & ~m);
@@ -560,7 +528,7 @@ uint64_t decode_rounds_p(int P, uint64_t* xs, const uint8_t*& wp, const uint8_t*
     case 13: return decode_rounds<13, N>(xs, wp, we, lut, info, out, rounds);
     case 14: return decode_rounds<14, N>(xs, wp, we, lut, info, out, rounds);
     case 15: return decode_rounds<15, N>(xs, wp, we, lut, info, out, rounds);
-    default: throw Error("internal: unvalidated precision");
+    default: throw Error(nullptr, "internal: unvalidated precision");
   }
 }
 
@@ -582,42 +550,9 @@ std::atomic<int> g_isa{-1};  // -1: not read from the environment yet
 
 }  // namespace
 
-namespace {
-
-// The one CPU-feature probe of the decoders (read once): what the SIMD loops may use.
-struct CpuFeatures {
-  bool avx2 = false, avx512 = false, fast_pext = false;
-  // auto picks the AVX-512 loop only where it was measured faster than AVX2 (an Intel Xeon,
-  // benchmarks/RESULTS.md issue 19); on the AMD EPYC of issue 8 gathers were slow, so there auto
-  // stays on AVX2 until measured (rans_set_isa("avx512") still forces it).
-  bool avx512_auto = false;
-};
-
-const CpuFeatures& cpu_features() {
-  static const CpuFeatures f = [] {
-    CpuFeatures c;
-#if defined(__x86_64__) || defined(__i386__)
-    c.avx2 = __builtin_cpu_supports("avx2");
-    c.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-    // PEXT is microcoded (tens to hundreds of cycles) on AMD Zen 1 and 2
-    c.fast_pext = __builtin_cpu_supports("bmi2") && !__builtin_cpu_is("znver1") && !__builtin_cpu_is("znver2");
-    c.avx512_auto = c.avx512 && __builtin_cpu_is("intel");
-#endif
-    return c;
-  }();
-  return f;
-}
-
-}  // namespace
-
-bool cpu_has_avx2() { return cpu_features().avx2; }
-bool cpu_has_avx512() { return cpu_features().avx512; }
-bool cpu_has_fast_pext() { return cpu_features().fast_pext; }
-
 void set_isa(Isa isa) {
-  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
-  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512 (F, VL, DQ, BW)");
+  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error(nullptr, "this CPU has no AVX2");
+  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error(nullptr, "this CPU has no AVX-512 (F, VL, DQ, BW)");
   g_isa.store(int(isa));
 }
 
@@ -633,7 +568,7 @@ Isa get_isa() {
 Isa resolved_isa() {
   const Isa isa = get_isa();
   if (isa == Isa::kAuto)
-    return cpu_features().avx512_auto ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
+    return cpu_has_avx512_fast() ? Isa::kAvx512 : cpu_has_avx2() ? Isa::kAvx2 : Isa::kScalar;
   return isa;
 }
 
@@ -649,11 +584,7 @@ void SymbolHasher::update(const uint8_t* p, uint64_t n) {
   for (; k < full && (words_ & 3); ++k) word(load_le64(p + 8 * k));
   // Aligned to accumulator 0: four independent chains, as in symbol_hash.
   for (; k + 4 <= full; k += 4) {
-    for (int a = 0; a < 4; ++a) {
-      uint64_t v = acc_[a] + load_le64(p + 8 * (k + a)) * 0xC2B2AE3D27D4EB4Full;
-      v = (v << 31) | (v >> 33);
-      acc_[a] = v * 0x9E3779B97F4A7C15ull;
-    }
+    for (int a = 0; a < 4; ++a) acc_[a] = hash::round(acc_[a], load_le64(p + 8 * (k + a)));
     words_ += 4;
   }
   for (; k < full; ++k) word(load_le64(p + 8 * k));
@@ -661,32 +592,17 @@ void SymbolHasher::update(const uint8_t* p, uint64_t n) {
 }
 
 uint64_t SymbolHasher::finish() const {
-  constexpr uint64_t K1 = 0x9E3779B97F4A7C15ull, K2 = 0xC2B2AE3D27D4EB4Full,
-                     K3 = 0x165667B19E3779F9ull;
   uint64_t acc[4] = {acc_[0], acc_[1], acc_[2], acc_[3]};
-  if (npending_) {  // last partial word, zero-padded
-    uint64_t w = 0;
-    for (int b = 0; b < npending_; ++b) w |= uint64_t(pending_[b]) << (8 * b);
-    uint64_t& a = acc[words_ & 3];
-    a += w * K2;
-    a = (a << 31) | (a >> 33);
-    a *= K1;
-  }
-  const uint64_t n = 8 * words_ + uint64_t(npending_);
-  uint64_t h = n * K3;
-  for (uint64_t a : acc) {
-    h = (h ^ a) * K1;
-    h = (h << 27) | (h >> 37);
-  }
-  return fmix64(h);
+  if (npending_) acc[words_ & 3] = hash::round(acc[words_ & 3], hash::tail_word(pending_, npending_));
+  return hash::fold(acc, 8 * words_ + uint64_t(npending_));
 }
 
 Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
   const Table& t = plan.table;
   if (plan.count == 0 || t.present == 1) return;  // nothing to set up: run() fills or does nothing
   if (isa == Isa::kAuto) isa = resolved_isa();
-  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error("this CPU has no AVX2");
-  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error("this CPU has no AVX-512");
+  if (isa == Isa::kAvx2 && !cpu_has_avx2()) throw Error(nullptr, "this CPU has no AVX2");
+  if (isa == Isa::kAvx512 && !cpu_has_avx512()) throw Error(nullptr, "this CPU has no AVX-512");
   avx2_ = uses_avx2(isa) && (plan.lanes == 4 || plan.lanes == 8);
   avx512_ = isa == Isa::kAvx512 && plan.lanes == 8;
   const int P = t.precision;
@@ -696,10 +612,10 @@ Decoder::Decoder(const Plan& plan, Isa isa) : plan_(plan) {
   for (int s = t.lo; s <= t.hi; ++s) {
     if (!t.freq[s]) continue;
     std::memset(lut_.data() + t.cum[s], s, t.freq[s]);
-    info_[s] = t.freq[s] | (t.cum[s] << 16);
+    info_[s] = FreqCumEntry::pack(t.freq[s], t.cum[s]);
     if (avx2_)
       for (uint32_t k = 0; k < t.freq[s]; ++k)
-        entries_[t.cum[s] + k] = uint64_t(t.freq[s]) | (uint64_t(s) << 32) | (uint64_t(k) << 48);
+        entries_[t.cum[s] + k] = SlotEntry64::pack(t.freq[s], uint32_t(s), k);
   }
   for (int j = 0; j < plan.lanes; ++j) x_[j] = load_le64(plan.states + 8 * j);
   wp_ = plan.words;
@@ -716,9 +632,9 @@ void Decoder::checked(uint8_t* out, uint64_t n) {
     const uint32_t s = lut_[slot];
     const uint64_t e = info_[s];
     out[k] = uint8_t(s);
-    uint64_t v = (e & 0xFFFF) * (x_[j] >> P) + slot - (e >> 16);
+    uint64_t v = FreqCumEntry::freq(uint32_t(e)) * (x_[j] >> P) + slot - FreqCumEntry::cum(uint32_t(e));
     if (v < kStateLow) {
-      if (we - wp_ < 4) throw Error("truncated payload (needs more words)");
+      if (we - wp_ < 4) throw Error("R7", "truncated payload (needs more words)");
       v = (v << kWordBits) | load_le32(wp_);
       wp_ += 4;
     }
@@ -728,7 +644,7 @@ void Decoder::checked(uint8_t* out, uint64_t n) {
 }
 
 void Decoder::run(uint8_t* out, uint64_t n) {
-  if (n > plan_.count - done_) throw Error("internal: decoding past the symbol count");
+  if (n > plan_.count - done_) throw Error(nullptr, "internal: decoding past the symbol count");
   if (n == 0) return;
   if (plan_.table.present == 1) {
     std::memset(out, plan_.table.lo, n);
@@ -795,7 +711,7 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
     const int limit = ds[k]->avx512_ ? kGroup : 4;
     for (; k < count && m < limit; ++k) {
       Decoder& d = *ds[k];
-      if (n[k] > d.plan_.count - d.done_) throw Error("internal: decoding past the symbol count");
+      if (n[k] > d.plan_.count - d.done_) throw Error(nullptr, "internal: decoding past the symbol count");
       if (!d.avx2_ || d.plan_.lanes != 8 || n[k] < 8 || (m && d.avx512_ != g[0]->avx512_)) {
         guarded(k, [&] { d.run(out[k], n[k]); });
         continue;
@@ -827,12 +743,12 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
 
 void Decoder::finish(uint64_t hash) const {
   if (plan_.count == 0 || plan_.table.present == 1) return;  // no payload, nothing to check
-  if (done_ != plan_.count) throw Error("internal: finish before every symbol was decoded");
+  if (done_ != plan_.count) throw Error(nullptr, "internal: finish before every symbol was decoded");
   if (wp_ != plan_.words_end)
-    throw Error(std::to_string(plan_.words_end - wp_) + " unread payload bytes after decoding");
+    throw Error("R8", std::to_string(plan_.words_end - wp_) + " unread payload bytes after decoding");
   for (int j = 0; j < plan_.lanes; ++j)
     if (x_[j] != kStateLow + lane_tag(hash, j))
-      throw Error("final state of lane " + std::to_string(j) +
+      throw Error("R9", "final state of lane " + std::to_string(j) +
                   " does not match the integrity tag (corrupt stream or wrong count)");
 }
 
@@ -843,149 +759,4 @@ void decode_fast(const Plan& plan, uint8_t* out) {
 }
 
 }  // namespace rans
-
-namespace {
-
-constexpr size_t kReleaseGilAt = size_t(1) << 15;
-
-uint64_t parse_count(const py::handle& obj) {
-  if (!PyLong_Check(obj.ptr())) throw py::type_error("count must be an int");
-  int overflow = 0;
-  const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
-  if (overflow > 0 || (overflow == 0 && v > 0 && uint64_t(v) > rans::kMaxCount))
-    throw py::value_error("rANS stream: count exceeds the 2^40 cap");
-  if (overflow < 0 || v < 0) throw py::value_error("rANS stream: count must be >= 0");
-  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
-  return uint64_t(v);
-}
-
-py::bytes encode_py(const py::object& symbols, int precision, int lanes) {
-  if (!py::isinstance<py::array>(symbols))
-    throw py::type_error("symbols: expected a 1-D numpy uint8 array");
-  py::array arr = py::reinterpret_borrow<py::array>(symbols);
-  if (!arr.dtype().is(py::dtype::of<uint8_t>()))
-    throw py::type_error("symbols: expected dtype uint8, got " + std::string(py::str(arr.dtype())));
-  if (arr.ndim() != 1)
-    throw py::value_error("symbols: expected a 1-D array, got " + std::to_string(arr.ndim()) +
-                          " dimensions");
-  if (precision != 0 && (precision < rans::kMinPrecision || precision > rans::kMaxPrecision))
-    throw py::value_error("precision must be 0 (auto) or 12..15, got " + std::to_string(precision));
-  if (lanes != 0 && lanes != 1 && lanes != 2 && lanes != 4 && lanes != 8)
-    throw py::value_error("lanes must be 0 (auto), 1, 2, 4 or 8, got " + std::to_string(lanes));
-  auto c = py::array_t<uint8_t, py::array::c_style>::ensure(arr);
-  const uint8_t* s = c.data();
-  const size_t n = size_t(c.size());
-  std::vector<uint8_t> out;
-  try {
-    if (n >= kReleaseGilAt) {
-      py::gil_scoped_release nogil;
-      out = rans::encode(s, n, precision, lanes);
-    } else {
-      out = rans::encode(s, n, precision, lanes);
-    }
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
-}
-
-template <bool kRef>
-py::array_t<uint8_t> decode_py(const py::object& data, const py::object& count_obj) {
-  const uint64_t count = parse_count(count_obj);
-  ByteView in(data, "rANS stream");
-  rans::Plan plan;
-  try {
-    plan = rans::prepare(in.data(), in.size(), count);
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  py::array_t<uint8_t> out{py::ssize_t(count)};  // only after every cheap check passed
-  uint8_t* o = out.mutable_data();
-  try {
-    if (count >= kReleaseGilAt) {
-      py::gil_scoped_release nogil;
-      kRef ? rans::decode_ref(plan, o) : rans::decode_fast(plan, o);
-    } else {
-      kRef ? rans::decode_ref(plan, o) : rans::decode_fast(plan, o);
-    }
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  return out;
-}
-
-py::dict table_info_py(const py::object& data) {
-  ByteView in(data, "rANS stream");
-  rans::Table t;
-  try {
-    t = rans::parse_table(in.data(), in.size());
-  } catch (const rans::Error& e) {
-    throw py::value_error(e.what());
-  }
-  py::dict d;
-  d["precision"] = t.precision;
-  py::list freqs;
-  if (t.precision) {
-    d["lo"] = t.lo;
-    d["hi"] = t.hi;
-    d["lanes"] = 1 << t.lane_code;
-    d["sparse"] = t.sparse;
-    for (int s = t.lo; s <= t.hi; ++s) freqs.append(t.freq[s]);
-  } else {
-    d["lo"] = py::none();
-    d["hi"] = py::none();
-    d["lanes"] = py::none();
-    d["sparse"] = false;
-  }
-  d["freqs"] = freqs;
-  d["present"] = t.present;
-  d["table_bytes"] = t.table_bytes;
-  d["payload_bytes"] = in.size() - t.table_bytes;
-  return d;
-}
-
-}  // namespace
-
-void register_rans(py::module_& m) {
-  m.def("rans_encode", &encode_py, py::arg("symbols"), py::arg("precision") = 0,
-        py::arg("lanes") = 0,
-        "rans_encode(symbols: uint8[n], precision: int = 0, lanes: int = 0) -> bytes\n\n"
-        "Self-contained static rANS stream (csrc/RANS.md): frequency table + interleaved\n"
-        "payload. precision: probability bits 12..15, or 0 = auto (smallest table +\n"
-        "payload). lanes: interleaved states 1/2/4/8, or 0 = auto (8 unless the 8-byte\n"
-        "state flush per lane would exceed 0.1% of the payload; the decoder is unrolled\n"
-        "for 1, 2, 4 and 8 lanes). The symbol count is NOT stored; pass it to rans_decode.");
-  m.def("rans_decode", &decode_py<false>, py::arg("data"), py::arg("count"),
-        "rans_decode(data: bytes | uint8[:], count: int) -> uint8[count]\n\n"
-        "Validates the whole stream (table, count bound, payload bounds, final states,\n"
-        "exact consumption); any violation raises ValueError('rANS stream: ...').");
-  m.def("rans_decode_ref", &decode_py<true>, py::arg("data"), py::arg("count"),
-        "Straightforward reference decoder of the rans_encode format (for tests).");
-  static const char* const kIsaNames[] = {"auto", "scalar", "avx2", "avx512"};
-  m.def("rans_set_isa", [](const std::string& name) {
-    const rans::Isa prev = rans::get_isa();
-    int i = 0;
-    while (i < 4 && name != kIsaNames[i]) ++i;
-    if (i == 4) throw py::value_error("rANS ISA must be 'auto', 'scalar', 'avx2' or 'avx512', got '" + name + "'");
-    try {
-      rans::set_isa(rans::Isa(i));
-    } catch (const rans::Error& e) {
-      throw py::value_error(e.what());
-    }
-    return std::string(kIsaNames[int(prev)]);
-  }, py::arg("name"),
-        "rans_set_isa(name: 'auto' | 'scalar' | 'avx2' | 'avx512') -> previous setting\n\n"
-        "Process-wide choice of the fast decoder's inner loop (default: $GOLFPACK_RANS_ISA, else\n"
-        "auto = AVX-512 on an Intel CPU that has it, else AVX2 when present). Every choice decodes\n"
-        "the same bytes the same way.");
-  m.def("rans_isa", []() { return std::string(kIsaNames[int(rans::resolved_isa())]); },
-        "The inner loop rans_decode uses now: 'avx512', 'avx2' or 'scalar'.");
-  m.def("rans_cpu_has_avx2", &rans::cpu_has_avx2);
-  m.def("rans_cpu_has_avx512", &rans::cpu_has_avx512);
-  m.def("rans_table_info", &table_info_py, py::arg("data"),
-        "rans_table_info(data) -> dict(precision, lo, hi, lanes, sparse, freqs, present,\n"
-        "table_bytes, payload_bytes). Validates the table only. Empty stream: precision\n"
-        "0, lo/hi/lanes None.");
-}
-
 }  // namespace golfpack
