@@ -114,6 +114,7 @@ def _sidecar_config(path: Path) -> dict | None:
         obj = loads_bounded(read_regular(cfg, "config.json", MAX_CONFIG_BYTES), str(cfg))
         if not isinstance(obj, dict):
             raise FormatError(f"{cfg}: must hold a JSON object")
+        check_config_limits(obj, str(cfg))
         return obj
     return None
 
@@ -123,6 +124,7 @@ def _config_from_metadata(meta: dict[str, str], path: Path) -> dict | None:
         if key in meta:
             obj = loads_bounded(meta[key], f"{path}: metadata {key!r}")
             if isinstance(obj, dict):
+                check_config_limits(obj, f"{path}: metadata {key!r}")
                 return obj
     return None
 

@@ -45,6 +45,8 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     out = Path(path)
     if not out.name or out.name in (".", ".."):
         raise GolfpackError(f"output {out}: not a file name")
+    if len(os.fsencode(out.name)) > 255:  # before any stat: those fail with ENAMETOOLONG
+        raise GolfpackError(f"output {str(out)[:120]}...: file name longer than 255 bytes")
     for src in inputs:
         src = Path(src)
         if _same_file(src, out) or os.path.abspath(src) == os.path.abspath(out):
@@ -56,8 +58,6 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
         raise GolfpackError(f"output directory {parent} does not exist")
     if not parent.is_dir():
         raise GolfpackError(f"output directory {parent} is not a directory")
-    if len(os.fsencode(out.name)) > 255:
-        raise GolfpackError(f"output {out}: file name longer than 255 bytes")
     return out
 
 

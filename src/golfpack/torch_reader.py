@@ -55,7 +55,8 @@ def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in lines:
         if "WeightsUnpickler error" in ln or "Unsupported" in ln:
-            return ln.replace("WeightsUnpickler error: ", "")[:200]
+            # torch goes on to say how to allow the global; golfpack never does, so stop before that
+            return ln.replace("WeightsUnpickler error: ", "").split(" Please use")[0].split(" Check the")[0][:200]
     keep = [ln for ln in lines if "weights_only" not in ln and "trust" not in ln.lower() and "torch.load" not in ln]
     return (keep[0] if keep else type(e).__name__)[:200]
 
