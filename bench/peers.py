@@ -29,6 +29,7 @@ from pathlib import Path
 
 from golfpack.bench import paths
 from golfpack.errors import GolfpackError
+from golfpack.output import write_bytes, write_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -217,7 +218,7 @@ def run(args) -> int:
         dec = C.dequantize_dict(p.deserialize(blob))
         dec_s = time.perf_counter() - t0
         if out_dir is not None:
-            (out_dir / f"peer_{key.replace('@', '_')}.bin").write_bytes(blob)
+            write_bytes(out_dir / f"peer_{key.replace('@', '_')}.bin", blob)
         row.update({"bytes": len(blob), "quantize_seconds": round(quant_s, 2), "serialize_seconds": round(ser_s, 2),
                     "encode_seconds": round(quant_s + ser_s, 2), "decode_seconds": round(dec_s, 2),
                     **score(dec, p.key)})
@@ -252,7 +253,7 @@ def run(args) -> int:
             art_sd = parse_artifact(res.artifact).state_dict()
             dec_s = time.perf_counter() - t0
             if out_dir is not None:
-                (out_dir / f"golfpack_{budget}.gp").write_bytes(res.artifact)
+                write_bytes(out_dir / f"golfpack_{budget}.gp", res.artifact)
             gp_points[budget] = {"budget": budget, "bytes": len(res.artifact), "plan_seconds": round(plan_s, 2),
                                  "encode_seconds": round(cand_s + plan_s, 2), "decode_seconds": round(dec_s, 3),
                                  "bits_per_param": res.report["bits_per_param"],
@@ -325,13 +326,13 @@ def run(args) -> int:
         "seconds": round(time.perf_counter() - t_all, 1),
     }
     if out_dir is not None:  # saved before the plot and the table: a long run's numbers are never lost
-        (out_dir / "peers.json").write_text(json.dumps(result, indent=1))
+        write_text(out_dir / "peers.json", json.dumps(result, indent=1))
     if args.plot:
         write_plot(result, Path(args.plot))
         result["plot"] = args.plot
     md = format_markdown(result)
     if args.markdown:
-        Path(args.markdown).write_text(md + "\n")
+        write_text(args.markdown, md + "\n")
     if args.json:
         print(json.dumps(result))
     else:

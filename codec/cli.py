@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -15,20 +14,11 @@ import numpy as np
 from golfpack.errors import GolfpackError
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _check_output(src: Path, out: Path) -> None:
-    if _same_file(src, out) or src.resolve() == out.resolve():
-        raise GolfpackError(f"output {out} would overwrite the input; choose another path")
-    if out.is_dir():
-        raise GolfpackError(f"output {out} is a directory; give a file path")
-    if not out.parent.exists():
-        raise GolfpackError(f"output directory {out.parent} does not exist")
+    """Before any work: the output is not the input, not a folder, and its folder exists (golfpack.output)."""
+    from golfpack.output import check_output_path
+
+    check_output_path(out, [src])
 
 
 def h0_bytes(symbols: np.ndarray) -> float:
@@ -126,7 +116,7 @@ def cmd_encode(args) -> int:
     else:
         data, plan_report, code_bytes = _encode_lossy(args, ck, coders)
     art = parse_artifact(data)  # self-check: what we write must parse
-    write_artifact(out, data)
+    write_artifact(out, data, inputs=[src])
     secs = time.perf_counter() - t0
     use = Counter(s.coder for t in art.tensors.values() for s in t.streams.values())
     report = {
@@ -420,7 +410,7 @@ def cmd_recode(args) -> int:
         if a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a.reshape(-1).view(torch.uint8),
                                                                        b.reshape(-1).view(torch.uint8)):
             raise GolfpackError(f"recode changed tensor {name!r} (a bug; nothing was written)")
-    write_artifact(out, data)
+    write_artifact(out, data, inputs=[src])
     use = Counter(s.coder for t in new.tensors.values() for s in t.streams.values())
     report = {"artifact": str(out), "source": str(src), "source_bytes": art.file_bytes, "artifact_bytes": len(data),
               "change": len(data) / art.file_bytes - 1, "coders": dict(sorted(use.items())),
@@ -446,16 +436,17 @@ def cmd_decode(args) -> int:
             if t.is_quantized:
                 arrays[f"{name}.symbols"] = t.symbols()
                 arrays[f"{name}.scales"] = t.scales().float().numpy()
-        tmp = out.with_name(out.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out)
+        from golfpack.output import atomic_output
+
+        with atomic_output(out, [src]) as f:
+            np.savez(f, **arrays)
         print(f"wrote {out}: symbols and scales of {len(arrays) // 2} quantized tensors", file=sys.stderr)
         return 0
     sd = art.state_dict()
     meta = {"format": "pt", "golfpack.source": json.dumps(art.source, sort_keys=True)}
     if art.config is not None:
         meta["golfpack.config"] = json.dumps(art.config, sort_keys=True)
-    size = safetensors_io.save_file(sd, out, metadata=meta)
+    size = safetensors_io.save_file(sd, out, metadata=meta, inputs=[src])
     print(f"wrote {out}: {len(sd)} tensors, {size:,} bytes", file=sys.stderr)
     return 0
 

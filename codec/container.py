@@ -367,13 +367,11 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
     return head + struct.pack("<I", crc) + stored + b"".join(blobs)
 
 
-def write_artifact(path: str | os.PathLike, data: bytes) -> None:
-    """Write atomically: a failed write never leaves a half artifact under `path`."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def write_artifact(path: str | os.PathLike, data: bytes, inputs=()) -> None:
+    """Write atomically (golfpack.output): a failed write never leaves a half artifact under `path`."""
+    from golfpack.output import write_bytes
+
+    write_bytes(path, data, inputs)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -503,6 +501,11 @@ def parse_artifact(buf: bytes | memoryview) -> Artifact:
         raise FormatError(f"{e} [M1]") from None
     _req("M2", isinstance(man, dict) and set(man) == TOP_KEYS, f"manifest: top-level keys must be {sorted(TOP_KEYS)}")
     _req("M2", man["config"] is None or isinstance(man["config"], dict), "manifest: config must be an object or null")
+    if man["config"] is not None:  # sizes bounded before anything is built from them (SECURITY.md, input limits)
+        from golfpack.model.config import limit_problems
+
+        over = limit_problems(man["config"])
+        _req("M2", not over, "manifest: config field " + "; ".join(over))
     _req("M2", isinstance(man["source"], dict), "manifest: source must be an object")
     payload_len = man["payload_bytes"]
     _req("M3", _is_int(payload_len) and payload_len >= 0, "manifest: payload_bytes must be a non-negative integer")

@@ -110,17 +110,11 @@ def write_shard(path: str | os.PathLike, tokens: Sequence[int] | np.ndarray) -> 
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
     body = arr.astype(_TOKEN_DTYPE, copy=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(body.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from golfpack.output import atomic_output
+
+    with atomic_output(path) as f:
+        f.write(header.tobytes())
+        f.write(body.tobytes())
     return HEADER_BYTES + 2 * arr.size
 
 
@@ -135,8 +129,10 @@ class ShardWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        self._f = open(self._tmp, "wb")
+        from golfpack.output import atomic_output
+
+        self._out = atomic_output(self.path)  # exclusive temp, fsync + rename on close, removed on abort
+        self._f = self._out.__enter__()
         self._f.write(b"\0" * HEADER_BYTES)  # placeholder, rewritten on close
         self.num_tokens = 0
 
@@ -159,17 +155,17 @@ class ShardWriter:
         header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, self.num_tokens
         self._f.seek(0)
         self._f.write(header.tobytes())
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self._tmp, self.path)
+        out, self._out = self._out, None
+        out.__exit__(None, None, None)
         return HEADER_BYTES + 2 * self.num_tokens
 
     def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        if self._tmp.exists():
-            self._tmp.unlink()
+        out, self._out = self._out, None
+        if out is not None:  # closes and removes the temp; the destination is untouched
+            try:
+                out.__exit__(GolfpackError, GolfpackError("aborted"), None)
+            except GolfpackError:
+                pass
 
     def __enter__(self) -> "ShardWriter":
         return self

@@ -81,13 +81,9 @@ def train_tokenizer(
         raise GolfpackError(f"SentencePiece training failed: {e}") from None
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(model.getvalue())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from golfpack.output import write_bytes
+
+    write_bytes(out, model.getvalue())
     return {
         "path": str(out),
         "vocab_size": vocab_size,

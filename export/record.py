@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from golfpack.errors import GolfpackError
+from golfpack.output import write_bytes, write_text
 from golfpack.export import needs as _needs
 from golfpack.export.script import Settings, build_script
 
@@ -214,9 +215,7 @@ def write_record(out: str | os.PathLike, data: bytes, script: bytes, flags, sett
         coders=", ".join(coders), seq_len=settings.seq_len, stride=settings.stride)
     for name, blob in ((SCRIPT_NAME, script), (ARTIFACT_NAME, data), ("README.md", readme.encode()),
                        ("submission.json", (json.dumps(sub, indent=2) + "\n").encode())):
-        tmp = out / (name + ".tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, out / name)
+        write_bytes(out / name, blob)
     return sub
 
 
@@ -224,9 +223,7 @@ def update_submission(out: str | os.PathLike, **fields) -> dict:
     p = Path(out) / "submission.json"
     sub = json.loads(p.read_text())
     sub.update(fields)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(sub, indent=2) + "\n")
-    os.replace(tmp, p)
+    write_text(p, json.dumps(sub, indent=2) + "\n")
     return sub
 
 

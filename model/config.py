@@ -25,6 +25,67 @@ from golfpack.safe_json import INT_MAX, INT_MIN, loads_bounded
 ACTIVATIONS = ("relu2", "leaky_relu2")
 SMEAR_MODES = ("lerp", "add")
 
+# Upper bounds on every size a config sets: a config comes from a stranger's file (safetensors
+# metadata, an artifact's manifest, a config.json), and without a bound `recur_repeats` 10^12 builds
+# a 10^12-entry schedule and `num_layers` 10^6 hangs building the model. Each is far above any
+# Parameter Golf model (9 x 512, vocab 1024) and any model the artifact format's 2^30-element cap
+# could hold. The same table is in SECURITY.md ("Input limits").
+LIMITS: dict[str, int] = {
+    "vocab_size": 1 << 18,  # 262,144
+    "num_layers": 256,
+    "model_dim": 16384,
+    "num_heads": 256,
+    "num_kv_heads": 256,
+    "mlp_hidden": 65536,  # int(mlp_mult * model_dim)
+    "bigram_buckets": 1 << 20,
+    "bigram_dim": 16384,
+    "ve_dim": 16384,
+    "recur_repeats": 64,
+    "virtual_layers": 1024,  # layers run per token, recurrence included
+    "rope_train_seq_len": 1 << 20,
+    "layer_list": 256,  # entries of xsa_layers / ve_layers
+    "params": 1 << 30,  # the model's weight matrices in all: the artifact format's element cap
+}
+_INT_LIMITED = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "bigram_buckets",
+                "bigram_dim", "ve_dim", "recur_repeats", "rope_train_seq_len")
+
+
+def limit_problems(d: dict[str, Any]) -> list[str]:
+    """Which fields of a config dict (or GPTConfig.to_dict()) exceed LIMITS; checked before anything is built.
+
+    Looks only at integer values (types are checked elsewhere) and computes nothing of the config's size."""
+    def num(k):
+        v = d.get(k)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    bad = []
+    for k in _INT_LIMITED:
+        v = num(k)
+        if v is not None and v > LIMITS[k]:
+            bad.append(f"{k} {_short_repr(v)} exceeds the limit {LIMITS[k]}")
+    D, m = num("model_dim"), num("mlp_mult")
+    if D is not None and m is not None and D <= LIMITS["model_dim"] and m * D > LIMITS["mlp_hidden"]:
+        bad.append(f"mlp_mult {m} gives {m * D:.0f} hidden units at model_dim {D}, over the limit {LIMITS['mlp_hidden']}")
+    for k in ("xsa_layers", "ve_layers"):
+        v = d.get(k)
+        if isinstance(v, (list, tuple)) and len(v) > LIMITS["layer_list"]:
+            bad.append(f"{k} has {len(v)} entries, over the limit {LIMITS['layer_list']}")
+    L, rs, re_, r = num("num_layers"), num("recur_start"), num("recur_end"), num("recur_repeats")
+    if (L is not None and L <= LIMITS["num_layers"] and rs is not None and re_ is not None and r is not None
+            and r <= LIMITS["recur_repeats"] and 0 <= rs <= re_ < L):
+        virtual = L + (re_ - rs + 1) * (r - 1)
+        if virtual > LIMITS["virtual_layers"]:
+            bad.append(f"recurrence runs {virtual} layers per token, over the limit {LIMITS['virtual_layers']}")
+    V = num("vocab_size")
+    if not bad and None not in (L, D, V) and L >= 1 and D >= 1:
+        hidden = (m or 2.0) * D
+        tied = d.get("tie_embeddings", True) is not False
+        params = V * D * (1 if tied else 2) + L * (2 * D * D + 2 * D * hidden)  # q, o, MLP in and out: a lower bound
+        if params > LIMITS["params"]:
+            bad.append(f"vocab_size {V}, num_layers {L}, model_dim {D} make about {params:.3g} parameters, "
+                       f"over the limit {LIMITS['params']} (2^30)")
+    return bad
+
 
 @dataclass
 class GPTConfig:
@@ -128,6 +189,9 @@ class GPTConfig:
     # ---------------- validation ----------------
     def validate(self) -> None:
         _check_types(self)
+        over = limit_problems(self.to_dict())
+        if over:
+            raise GolfpackError("invalid GPTConfig: " + "; ".join(over))
         problems: list[str] = []
 
         def need(cond: bool, msg: str) -> None:

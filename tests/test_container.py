@@ -230,6 +230,36 @@ def test_writer_rejects_unsupported_dtype():
         encode_lossless(ck)
 
 
+
+def _raw_float_tensor(name: str, shape, data: bytes = b""):
+    from golfpack.codec.container import EncodedStream, EncodedTensor
+    from golfpack.codec.coders import StreamType
+
+    st_ = EncodedStream(StreamType("float32", len(data) // 4), "raw", "none", data)
+    return EncodedTensor(name, tuple(shape), "float32", {"kind": "float"}, {"data": st_})
+
+
+def test_writer_refuses_duplicate_names_oversize_dims_and_an_oversize_manifest(monkeypatch):
+    """The writer refuses what the reader would, each with a message naming the problem."""
+    from golfpack.codec import container as C
+
+    a = _raw_float_tensor("w", (1,), b"\0" * 4)
+    with pytest.raises(GolfpackError, match="duplicate tensor names"):
+        C.build_artifact([a, _raw_float_tensor("w", (1,), b"\0" * 4)])
+    with pytest.raises(GolfpackError, match=r"tensor 'big': shape \[1099511627777\] has a dimension outside \[0, 2\^40\]"):
+        C.build_artifact([_raw_float_tensor("big", (2**40 + 1,))])
+    with pytest.raises(GolfpackError, match=r"tensor 'neg': shape \[-1\]"):
+        C.build_artifact([_raw_float_tensor("neg", (-1,))])
+    with pytest.raises(GolfpackError, match="elements in all exceed the format's cap of 1073741824"):
+        C.build_artifact([_raw_float_tensor("a", (2**15, 2**15)), _raw_float_tensor("b", (1,))])
+    # A manifest over the limit: shrink the limit rather than build 64 MiB of JSON.
+    ok = C.build_artifact([a])
+    assert parse_artifact(ok).tensors["w"].shape == (1,)
+    monkeypatch.setattr(C, "MAX_MANIFEST_BYTES", 64)
+    with pytest.raises(GolfpackError, match=r"manifest is \d+ bytes, over the 64-byte limit"):
+        C.build_artifact([a])
+
+
 _FUZZ_BASE = None
 
 

@@ -352,6 +352,6 @@ def save_checkpoint(out_dir, model: GPT, cfg: GPTConfig, log: dict) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from golfpack.output import write_text
+
+    write_text(path, text)

@@ -16,20 +16,21 @@ A ``config.json`` beside a checkpoint file supplies the config when the file has
 """
 from __future__ import annotations
 
-import io
-import lzma
 import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from golfpack import safetensors_io as safetensors_limits
 from golfpack.errors import FormatError, GolfpackError
 from golfpack.safe_json import loads_bounded
+from golfpack.torch_reader import MAX_DECOMPRESSED, check_tensor, load_compressed_file, load_torch_file  # noqa: F401
 
 ARTIFACT_MAGIC = b"GOLFPACK"
-MAX_DECOMPRESSED = 1 << 33  # 8 GiB: far above any challenge checkpoint, far below a zip bomb's goal
+MAX_CONFIG_BYTES = 1 << 20
+MAX_TENSORS = safetensors_limits.MAX_TENSORS
+MAX_TOTAL_ELEMENTS = safetensors_limits.MAX_TOTAL_ELEMENTS
 BASELINE_QUANT_FORMAT = "int8_clean_per_row_v1"
 
 
@@ -94,60 +95,26 @@ def is_artifact(path: str | os.PathLike) -> bool:
         return f.read(len(ARTIFACT_MAGIC)) == ARTIFACT_MAGIC
 
 
-def _decompress_bounded(raw: bytes, path: Path) -> bytes:
-    """zlib (the baseline), zstd or xz/lzma, with the output bounded."""
-    if raw[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
+def check_config_limits(config, where: str) -> None:
+    """Refuse a model config whose sizes exceed golfpack.model.config.LIMITS (before anything is built from it)."""
+    if not isinstance(config, dict):
+        return
+    from golfpack.model.config import limit_problems
 
-        # In 1 MiB reads: read(n) allocates n bytes up front, and read(MAX + 1) cost 8 GiB
-        # of address space for every zstd checkpoint, however small.
-        chunks, total = [], 0
-        try:
-            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
-                while total <= MAX_DECOMPRESSED:
-                    chunk = r.read(1 << 20)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    total += len(chunk)
-        except zstandard.ZstdError as e:
-            raise FormatError(f"{path}: corrupt zstd-compressed checkpoint ({e})") from None
-        out = b"".join(chunks)
-    elif raw[:6] == b"\xfd7zXZ\x00":
-        d = lzma.LZMADecompressor()
-        try:
-            out = d.decompress(raw, max_length=MAX_DECOMPRESSED + 1)
-        except lzma.LZMAError as e:
-            raise FormatError(f"{path}: corrupt xz-compressed checkpoint ({e})") from None
-        if not d.eof and len(out) <= MAX_DECOMPRESSED:
-            raise FormatError(f"{path}: compressed data is truncated")
-    else:
-        d = zlib.decompressobj()
-        try:
-            out = d.decompress(raw, MAX_DECOMPRESSED + 1)
-        except zlib.error as e:
-            raise FormatError(f"{path}: not a zlib/zstd/xz-compressed checkpoint ({e})") from None
-        if not d.eof:
-            raise FormatError(f"{path}: compressed data is truncated")
-    if len(out) > MAX_DECOMPRESSED:
-        raise FormatError(f"{path}: decompresses to more than {MAX_DECOMPRESSED} bytes")
-    return out
-
-
-def _torch_load(buf: bytes, path: Path):
-    try:
-        return torch.load(io.BytesIO(buf), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for bad pickles; report one clear line
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FormatError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({msg})") from None
+    bad = limit_problems(config)
+    if bad:
+        raise FormatError(f"{where}: config field " + "; ".join(bad))
 
 
 def _sidecar_config(path: Path) -> dict | None:
+    from golfpack.input_files import read_regular
+
     cfg = path.parent / "config.json" if path.is_file() else path / "config.json"
     if cfg.is_file():
-        obj = loads_bounded(cfg.read_bytes(), str(cfg))
+        obj = loads_bounded(read_regular(cfg, "config.json", MAX_CONFIG_BYTES), str(cfg))
         if not isinstance(obj, dict):
             raise FormatError(f"{cfg}: must hold a JSON object")
+        check_config_limits(obj, str(cfg))
         return obj
     return None
 
@@ -157,19 +124,34 @@ def _config_from_metadata(meta: dict[str, str], path: Path) -> dict | None:
         if key in meta:
             obj = loads_bounded(meta[key], f"{path}: metadata {key!r}")
             if isinstance(obj, dict):
+                check_config_limits(obj, f"{path}: metadata {key!r}")
                 return obj
     return None
 
 
+def _check_counts(n_tensors: int, n_elements: int, path: Path) -> None:
+    if n_tensors > MAX_TENSORS:
+        raise FormatError(f"{path}: {n_tensors} tensors, over the limit of {MAX_TENSORS} per checkpoint")
+    if n_elements > MAX_TOTAL_ELEMENTS:
+        raise FormatError(f"{path}: more than {MAX_TOTAL_ELEMENTS} (2^30) elements in all")
+
+
 def _from_float_dict(sd: dict, fmt: str, path: Path) -> Checkpoint:
     ck = Checkpoint(source_format=fmt)
+    _check_counts(len(sd), 0, path)
+    total = 0
     for name, t in sd.items():
         if not isinstance(name, str) or not isinstance(t, torch.Tensor):
-            raise FormatError(f"{path}: entry {name!r} is {type(t).__name__}, expected a tensor")
-        ck.floats[name] = t.detach().to("cpu").contiguous()
+            raise FormatError(f"{path}: entry {str(name)[:80]!r} is {type(t).__name__}, expected a tensor")
+        check_tensor(t, name, str(path))  # dense, CPU, known dtype, within its storage: before any copy
+        total += t.numel()
+        _check_counts(0, total, path)
+        ck.floats[name] = t.detach().contiguous()
         ck.order.append(name)
     if not ck.order:
         raise FormatError(f"{path}: holds no tensors")
+    if total == 0:
+        raise FormatError(f"{path}: every tensor is empty (no parameters to encode)")
     return ck
 
 
@@ -184,8 +166,21 @@ def _from_baseline_dict(obj: dict, path: Path) -> Checkpoint:
     except KeyError as e:
         raise FormatError(f"{path}: {BASELINE_QUANT_FORMAT} dict lacks {e.args[0]!r}") from None
     orig = obj.get("passthrough_orig_dtypes", {}) or {}
+    for key, v in (("quantized", quantized), ("scales", scales), ("dtypes", dtypes), ("passthrough", passthrough),
+                   ("passthrough_orig_dtypes", orig)):
+        if not isinstance(v, dict):
+            raise FormatError(f"{path}: {BASELINE_QUANT_FORMAT} field {key!r} is a {type(v).__name__}, expected a dict")
+    _check_counts(len(quantized) + len(passthrough), 0, path)
+    for group in (quantized, scales, passthrough):
+        for name, t in group.items():
+            if isinstance(t, torch.Tensor):
+                check_tensor(t, str(name)[:80], str(path))
+    total = sum(t.numel() for g in (quantized, passthrough) for t in g.values() if isinstance(t, torch.Tensor))
+    _check_counts(0, total, path)
     ck = Checkpoint(source_format="ptz:" + BASELINE_QUANT_FORMAT)
     for name, q in quantized.items():
+        if not isinstance(name, str):
+            raise FormatError(f"{path}: quantized tensor name {str(name)[:80]!r} is not a string")
         if name not in scales or name not in dtypes:
             raise FormatError(f"{path}: quantized tensor {name!r} has no scale or dtype entry")
         s = scales[name]
@@ -195,14 +190,14 @@ def _from_baseline_dict(obj: dict, path: Path) -> Checkpoint:
             raise FormatError(f"{path}: scale of {name!r} is not a float tensor")
         if s.ndim > 0 and (q.ndim == 0 or s.numel() != q.shape[0]):
             raise FormatError(f"{path}: {name!r} has {s.numel()} scales for {q.shape[0] if q.ndim else 0} rows")
-        dtype = getattr(torch, str(dtypes[name]), None)
+        dtype = getattr(torch, dtypes[name], None) if isinstance(dtypes[name], str) else None
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise FormatError(f"{path}: {name!r} has unknown original dtype {dtypes[name]!r}")
         s = s.reshape(-1) if s.ndim > 0 else s.reshape(())
         ck.quantized[name] = QuantizedSource(q.contiguous(), s.contiguous(), dtype)
         ck.order.append(name)
     for name, t in passthrough.items():
-        if not isinstance(t, torch.Tensor):
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor):
             raise FormatError(f"{path}: passthrough {name!r} is not a tensor")
         ck.floats[name] = t.detach().contiguous()
         od = orig.get(name)
@@ -233,7 +228,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if is_artifact(path):
         from golfpack.codec.container import read_artifact
 
-        return read_artifact(path).to_checkpoint()
+        return read_artifact(path).to_checkpoint()  # parse_artifact bounds its config too
     name = path.name.lower()
     if name.endswith(".json"):
         tensors, meta = safetensors_io.load_sharded(path)
@@ -244,13 +239,14 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         ck = _from_float_dict(tensors, "safetensors", path)
         ck.config = _config_from_metadata(meta, path)
     else:
-        raw = path.read_bytes()
-        if raw[:2] == b"PK":  # torch.save zip container
-            obj = _torch_load(raw, path)
-        elif name.endswith((".pt", ".pth", ".bin")):
-            obj = _torch_load(raw, path)
+        from golfpack.input_files import open_regular
+
+        with open_regular(path, "checkpoint") as (f, _size):
+            magic = f.read(4)
+        if magic == b"PK\x03\x04" or name.endswith((".pt", ".pth", ".bin")):  # torch.save's zip container
+            obj = load_torch_file(path)
         else:  # .ptz and friends: compressed torch.save
-            obj = _torch_load(_decompress_bounded(raw, path), path)
+            obj = load_compressed_file(path)
         if not isinstance(obj, dict):
             raise FormatError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
         if "__quant_format__" in obj:
@@ -265,6 +261,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             ck.config = config
     if ck.config is None:
         ck.config = _sidecar_config(path)
+    check_config_limits(ck.config, str(path))
     return ck
 
 

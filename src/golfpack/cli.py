@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as e:
         print(f"golfpack {args.command}: error: permission denied: {e.filename or e}", file=sys.stderr)
         return 2
+    except OSError as e:  # any other OS failure (a full disk, a name too long, a path under a file): one line
+        from golfpack.output import oserror_line
+
+        print(f"golfpack {args.command}: error: {oserror_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"golfpack {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from golfpack.errors import GolfpackError
+from golfpack.output import write_text
 
 # A small GPT that learns something in a few CPU minutes (examples/tiny.json's shape).
 DEMO_MODEL = {"vocab_size": 1024, "num_layers": 4, "model_dim": 128, "num_heads": 4, "num_kv_heads": 2,
@@ -374,8 +375,8 @@ def run_demo(args) -> int:
         "seconds": round(time.perf_counter() - clock.t0, 1),
     }
     md = format_table(result)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(md + "\n")
+    write_text(out / "results.json", json.dumps(result, indent=1))
+    write_text(out / "results.md", md + "\n")
     if args.json:
         print(json.dumps(result))
     else:
