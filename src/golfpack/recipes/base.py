@@ -83,9 +83,13 @@ class Recipe:
             ev = dataclasses.replace(ev, seq_len=e["seq_len"], stride=e["stride"] if ev.stride is not None else None)
             ttt.update(tiny_ttt(ev.ttt, ttt, ev.seq_len))
             ttt.update(self.tiny.get("ttt_config", {}))
+        codec = self.codec
+        if scale == "tiny":  # at d=64 a K/V projection has 2,048 weights: the recipe must still reach it
+            codec = dataclasses.replace(codec, min_numel=TINY_MIN_NUMEL)
         if vocab_size is not None:
             model["vocab_size"] = int(vocab_size)
-        return dataclasses.replace(self, model=model, train=train, eval=dataclasses.replace(ev, ttt_config=ttt))
+        return dataclasses.replace(self, model=model, train=train, codec=codec,
+                                   eval=dataclasses.replace(ev, ttt_config=ttt))
 
     def model_config(self):
         from golfpack.model import GPTConfig
@@ -128,9 +132,10 @@ class Recipe:
 
 # A few seconds of CPU: enough steps that the weights leave their init (zero-init projections
 # become nonzero), few enough that five recipes fit in CI.
-TINY_TRAIN = {"batch_tokens": 4096, "seq_len": 128, "steps": 30, "minutes": 0.0, "lr_warmup_steps": 0,
+TINY_TRAIN = {"batch_tokens": 4096, "seq_len": 128, "steps": 20, "minutes": 0.0, "lr_warmup_steps": 0,
               "warmdown_steps": 10, "muon_momentum_warmup_steps": 10, "log_every": 10,
               "val_every": 0, "grad_accum": 1}
+TINY_MIN_NUMEL = 512
 TINY_EVAL = {"seq_len": 128, "stride": 32}
 
 
