@@ -10,7 +10,7 @@ RECIPE = Recipe(
     train=dict(seq_len=2048, batch_tokens=524_288, steps=0, minutes=10.0, matrix_lr=0.025, muon_momentum=0.99,
                weight_decay=0.04, warmdown_steps=3500, ema_decay=0.997, swa_every=200,
                qat_bits={"mlp": 4, "attn": 5}, qat_start=0.85),
-    codec=CodecRecipe(bits="mlp=4,attn=5,embed=8", method="gptq", clip="mse", coders=("rans", "brotli")),
+    codec=CodecRecipe(bits="6,mlp=4,attn=5,embed=8", method="gptq", clip="mse", coders=("rans", "brotli")),
     eval=EvalRecipe(mode="sliding", seq_len=2048, stride=256, ttt="q", ttt_config=dict(
         sgd_lr=0.002, sgd_epochs=3, context=2048, chunk=256)),
     seed_val_bpb=1.1280, seed_artifact_bytes=15_350_000,
@@ -26,7 +26,7 @@ RECIPE = Recipe(
         "training-only document-boundary attention (varlen): golfpack trains on packed windows",
         "warmdown_steps 3500 applies to a step budget; under a time budget golfpack's warmdown_frac applies",
     ),
-    notes=("MLP multiplier not stated: 3x (13 layers at 512 fit 15.35 MB only near int4/int5)",
+    notes=("other matrices (BigramHash / VE projections): int6 (not stated)", "MLP multiplier not stated: 3x (13 layers at 512 fit 15.35 MB only near int4/int5)",
            "BigramHash 'dimensions 2048' read as 2048 buckets; VE128 'dimensions 96' as ve_dim 96 on the "
            "last two layers (layers not stated)", "embeddings: int8 (not stated)"),
     tiny={"model": dict(num_layers=5, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8,
