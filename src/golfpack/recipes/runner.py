@@ -186,7 +186,11 @@ def run_recipe(name: str, o: RunOptions) -> dict:
             train_log = clock.run("train", train, mcfg, tcfg, train_shards, out / "ckpt", device=o.device,
                                   show_progress=show)
         src = str(out / "ckpt")
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the trainer tears its process group down; under torchrun the ranks meet again here so
+        # that none reads the checkpoint before rank 0 has written it
+        from golfpack.evaluate.distributed import init_if_needed
+
+        if init_if_needed(torch.device(o.device)).world > 1:
             torch.distributed.barrier()
     ck = read_checkpoint(src)
     if ck.config is None:
