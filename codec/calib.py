@@ -58,7 +58,8 @@ class TensorStats:
 
     def predict(self, dW: torch.Tensor) -> float:
         """Predicted loss increase (nats/token) of adding dW [N, K] to the weight."""
-        d = dW.to(torch.float64).reshape(dW.shape[0], -1)
+        # a 0-d tensor (a scalar gain such as bigram.scale) is one row of one element
+        d = dW.to(torch.float64).reshape(dW.shape[0] if dW.dim() else 1, -1)
         total = 0.0
         if self.H is not None:
             quad = ((d @ self.H) * d).sum(dim=1)  # (dW H dW^T)_ii

@@ -23,6 +23,9 @@ optional; defaults follow the challenge baseline where it has one):
   weight_decay (0.0)           decoupled weight decay for Muon matrices
   embed_weight_decay (0.0)     decoupled weight decay for embeddings / head (AdamW)
   grad_clip (0.0)              global grad-norm clip (0 = off)
+  neftune_alpha (0.0)          NEFTune: uniform noise alpha/sqrt(T*D) on the token embeddings while
+                               training (0 = off; train/regularizers.py)
+  z_loss (0.0)                 z-loss weight: + z_loss * mean(logsumexp(logits)^2) (0 = off)
 
   lr_warmup_steps (0)          linear lr warmup from 0
   warmdown_steps (1200)        step budget: linear decay to 0 over the last warmdown_steps
@@ -84,6 +87,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     embed_weight_decay: float = 0.0
     grad_clip: float = 0.0
+    neftune_alpha: float = 0.0
+    z_loss: float = 0.0
 
     lr_warmup_steps: int = 0
     warmdown_steps: int = 1200
@@ -136,7 +141,8 @@ class TrainConfig:
         need(self.steps >= 0 and self.minutes >= 0, "steps and minutes must be >= 0")
         need(self.steps > 0 or self.minutes > 0, "give a step limit or a time budget (steps or minutes > 0)")
         for k in ("matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "weight_decay",
-                  "embed_weight_decay", "grad_clip", "adam_eps"):
+                  "embed_weight_decay", "grad_clip", "adam_eps",
+                  "neftune_alpha", "z_loss"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         for k in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
             need(0 <= getattr(self, k) < 1, f"{k} must be in [0, 1)")

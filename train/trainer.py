@@ -34,6 +34,7 @@ from golfpack.train.config import TrainConfig
 from golfpack.train.loader import DistributedBatches
 from golfpack.train.muon import Muon
 from golfpack.train.qat import attach_qat, canonical_name, detach_qat, is_control
+from golfpack.train.regularizers import attach_neftune, loss_with_z
 from golfpack.train.schedule import lr_multiplier, muon_momentum, progress
 from golfpack.train.validate import evaluate_val
 
@@ -203,6 +204,7 @@ def _train(cfg: GPTConfig, t: TrainConfig, data, out_dir, val, tokenizer, device
         D.broadcast_params(params)
     opts, muon = make_optimizers(model, t, device)
     fwd = torch.compile(model) if t.compile else model
+    neftune = attach_neftune(model, t.neftune_alpha, t.seed + dist.rank) if t.neftune_alpha > 0 else None
     use_bf16 = t.autocast == "bf16" or (t.autocast == "auto" and device.type == "cuda")
     amp_dtype = torch.bfloat16 if use_bf16 else None
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
@@ -281,7 +283,7 @@ def _train(cfg: GPTConfig, t: TrainConfig, data, out_dir, val, tokenizer, device
         loss_acc = torch.zeros((), device=device, dtype=torch.float32)
         for x, y in loader.next():
             with amp():
-                loss = fwd(x, y)
+                loss = loss_with_z(fwd, x, y, t.z_loss) if t.z_loss > 0 else fwd(x, y)
             (loss / t.grad_accum).backward()
             loss_acc += loss.detach().float()
         pending.append(loss_acc / t.grad_accum)
@@ -308,6 +310,8 @@ def _train(cfg: GPTConfig, t: TrainConfig, data, out_dir, val, tokenizer, device
 
     # ---- the weights to save: SWA > EMA > raw, then the final val on exactly those weights
     detach_qat(model)
+    if neftune is not None:
+        neftune.remove()
     averaged, source = None, "raw"
     if swa is not None and swa.count:
         averaged, source = swa.state(), "swa"

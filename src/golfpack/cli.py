@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "golfpack.bench.cli",  # bench entropy | decode | eval | peers
     "golfpack.export.cli",  # export | submit | check (record folders)
     "golfpack.demo",  # demo (the README's main command)
+    "golfpack.recipes.cli",  # recipe list | show | run (the seed systems end to end)
 )
 
 
