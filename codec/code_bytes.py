@@ -107,6 +107,9 @@ RUNTIME_SOURCES: tuple[str, ...] = (
     "codec/coders.py",
     "codec/container.py",
     "safetensors_io.py",
+    "input_files.py",  # the bounded readers (issue 20) every input path goes through
+    "torch_reader.py",
+    "output.py",  # atomic writes; container.write_artifact uses it
     "checkpoint.py",
     "model/config.py",
     "model/layers.py",

@@ -22,6 +22,7 @@ import torch
 import zstandard
 
 from golfpack import _C
+from golfpack.output import write_bytes  # loaded at decode too: one counted set of modules (code_bytes)
 from golfpack.codec import schemes as _schemes
 from golfpack.codec.coders import FLOAT_TYPES, StreamType, decode_stream
 from golfpack.errors import FormatError, GolfpackError
@@ -369,8 +370,6 @@ def build_artifact(tensors: list[EncodedTensor], config: dict | None = None, sou
 
 def write_artifact(path: str | os.PathLike, data: bytes, inputs=()) -> None:
     """Write atomically (golfpack.output): a failed write never leaves a half artifact under `path`."""
-    from golfpack.output import write_bytes
-
     write_bytes(path, data, inputs)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from golfpack.errors import FormatError, GolfpackError
+from golfpack.input_files import open_regular
 
 MAX_DECOMPRESSED = 1 << 33  # 8 GiB: the format's 2^30 elements at 8 bytes each; far below a bomb's goal
 _CHUNK = 1 << 20
@@ -134,7 +135,6 @@ def _load_zip_file(path: Path, where: str):
 
 def load_torch_file(path: Path):
     """The object a .pt/.pth/.bin file holds (see the module doc)."""
-    from golfpack.input_files import open_regular
 
     with open_regular(path, "torch checkpoint") as (f, _size):
         magic = f.read(4)
@@ -205,7 +205,6 @@ def decompress_to_file(src, out, where: str, cap: int = MAX_DECOMPRESSED) -> int
 
 def load_compressed_file(path: Path, cap: int | None = None):
     """The object a .ptz (zlib/zstd/xz of torch.save) holds, decompressed through a temp file (module doc)."""
-    from golfpack.input_files import open_regular
 
     cap = MAX_DECOMPRESSED if cap is None else cap
     fd, tmp = tempfile.mkstemp(prefix="golfpack-ptz-", suffix=".pt")
