@@ -354,7 +354,8 @@ def _interp_bpb(points: list[dict], nbytes: int) -> float | None:
 def format_markdown(r: dict) -> str:
     ref = r["reference"]
     lines = [
-        f"Source {Path(r['source']).name} ({r['params']:,} params, {ref['bytes']:,} bytes), val_bpb "
+        f"Source {Path(r['source']).name} ({r['params']:,} params, "
+        + (f"{ref['bytes']:,} bytes" if ref.get("bytes") is not None else "a folder checkpoint") + "), val_bpb "
         f"{ref['val_bpb']:.6f} on {r['scored_tokens']:,} tokens of {Path(r['val']).name} at seq {r['seq_len']}. "
         "Peers re-quantize the source's dequantized weights. Bytes: model bytes only, no code.",
         "",
