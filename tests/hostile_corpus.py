@@ -79,25 +79,12 @@ def _bomb(kind: str, size: int, zip_head: bool) -> bytes:
     step = bytes(64 << 20)
     if kind == "zlib":
         c = zlib.compressobj(9)
-        parts = [c.compress(head)]
-        left = size
-        while left > 0:
-            parts.append(c.compress(step[: min(left, len(step))]))
-            left -= len(step)
-        parts.append(c.flush())
-        return b"".join(parts)
-    if kind == "xz":
+    elif kind == "xz":
         c = lzma.LZMACompressor(preset=6)
-        parts = [c.compress(head)]
-        left = size
-        while left > 0:
-            parts.append(c.compress(step[: min(left, len(step))]))
-            left -= len(step)
-        parts.append(c.flush())
-        return b"".join(parts)
-    import zstandard
+    else:
+        import zstandard
 
-    c = zstandard.ZstdCompressor(level=19).compressobj()
+        c = zstandard.ZstdCompressor(level=19).compressobj()
     parts = [c.compress(head)]
     left = size
     while left > 0:
