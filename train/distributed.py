@@ -54,8 +54,14 @@ def setup(device_type: str) -> DistInfo:
     return info
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, clean: bool = True) -> None:
+    """Leave the process group. After a clean run the ranks first meet, so they shut down together:
+    a gloo rank whose peer closes its connections mid-shutdown can abort in C++ ("terminate called
+    without an active exception", seen once in CI). After an error there is no meeting: the other
+    ranks may never arrive."""
     if info.initialized_here and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

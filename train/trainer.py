@@ -174,10 +174,13 @@ def train(
     dev0 = torch.device(device)
     dist = D.setup(dev0.type)
     try:
-        return _train(model_config, t, data, out_dir, val, tokenizer, _resolve_device(device, dist), dist,
-                      show_progress)
-    finally:
-        D.teardown(dist)
+        log = _train(model_config, t, data, out_dir, val, tokenizer, _resolve_device(device, dist), dist,
+                     show_progress)
+    except BaseException:
+        D.teardown(dist, clean=False)
+        raise
+    D.teardown(dist)
+    return log
 
 
 def _train(cfg: GPTConfig, t: TrainConfig, data, out_dir, val, tokenizer, device, dist: D.DistInfo,
