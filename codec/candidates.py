@@ -111,6 +111,30 @@ def quant_bytes(q, lowrank=None) -> int:
     return n
 
 
+# codec.byte_model pricing (TensorCandidates.reprice): a candidate another beats on dloss at less
+# than (1 - REPRICE_MARGIN) of its order-0 bytes is not priced (the model saves at most ~3.5% on the
+# 9x512's tensors); the classes come from a real rans_rc fit of the candidate nearest ANCHOR_BITS
+# (int6 classes priced 3..7-bit candidates within 0.8% per tensor, RESULTS.md issue 19).
+REPRICE_MARGIN = 0.06
+ANCHOR_BITS = 6
+
+
+def priced_bytes(q, lowrank=None, classes=None) -> int:
+    """What the writer stores for a quantized candidate, by codec.byte_model: symbols priced with
+    the rans_rc cell model (with `classes`, those of a fit of another candidate of the tensor), the
+    scales exactly as stored (float16, the writer's best coder); LQER factors likewise, without
+    classes (their streams are small)."""
+    from golfpack.codec import byte_model
+
+    def part(p, cl=None) -> int:
+        return byte_model.tensor_bytes(p.symbols, p.scales.to(torch.float16), cl)
+
+    n = part(q, classes)
+    if lowrank is not None:
+        n += part(lowrank.a_t) + part(lowrank.b)
+    return n
+
+
 def h0_bytes(symbols: torch.Tensor) -> float:
     """Order-0 entropy of int8 symbols in bytes (what a static rANS stream costs, before its table)."""
     if symbols.numel() == 0:
@@ -343,3 +367,33 @@ class TensorCandidates:
 
     def hull(self) -> list[Candidate]:
         return lower_hull(self.cands)
+
+    # -- pricing with the writer's coder
+    def reprice(self, margin: float = REPRICE_MARGIN) -> int:
+        """Re-estimate est_bytes of the quantized candidates that could sit on the lower hull
+        with codec.byte_model (the rans_rc cell model the writer uses, priced with the classes of
+        one real fit of this tensor's mid-width candidate) instead of the order-0 rANS bound.
+        Returns how many candidates were priced.
+
+        The byte model only lowers an estimate (it is a min over raw, order-0 and rans_rc), by at
+        most a few percent on real weights (benchmarks/RESULTS.md, issue 19), so a candidate that
+        another beats on dloss at less than (1 - margin) of its bytes stays off the hull and is not
+        priced: that keeps the cost to the hull's neighbourhood (10-80 ms a candidate)."""
+        from golfpack.codec import byte_model
+
+        quant = [c for c in self.cands if c.q is not None and c.q.symbols.numel()]
+        if not quant:
+            return 0
+        pts = sorted(self.cands, key=lambda c: (c.dloss, c.est_bytes))
+        todo, best = [], None  # best: the fewest bytes among candidates at most as lossy
+        for c in pts:
+            if c.q is not None and c.q.symbols.numel() and (best is None or best > (1 - margin) * c.est_bytes):
+                todo.append(c)
+            best = c.est_bytes if best is None else min(best, c.est_bytes)
+        if not todo:
+            return 0
+        anchor = min(todo, key=lambda c: (c.choice.method != "gptq", abs(c.q.bits - ANCHOR_BITS), c.dloss))
+        classes = byte_model.fit_classes(anchor.q.symbols) if anchor.q.symbols.dim() == 2 else None
+        for c in todo:
+            c.est_bytes = priced_bytes(c.q, c.lowrank, classes)
+        return len(todo)

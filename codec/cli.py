@@ -255,6 +255,8 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         cfg.rate_mults = parse_rate_mults(args.rate_mults)
     if not budgeted:
         cfg.clip_mults = (1.0,)
+    if getattr(args, "byte_model", None) is not None:
+        cfg.byte_model = args.byte_model
     if getattr(args, "tune_epochs", None) is not None:
         if not args.tune_epochs >= 0:
             raise GolfpackError(f"--tune-epochs must be >= 0, got {args.tune_epochs}")
@@ -326,6 +328,9 @@ def add_planner_arguments(p) -> None:
     p.add_argument("--rate-mults", default=None, metavar="LIST",
                    help="add rate-aware rounding candidates (golfpack.codec.rate): each hull candidate re-rounded at "
                         "its hull slope times each of these, e.g. 0.5,1,2 (default: none)")
+    p.add_argument("--byte-model", choices=("order0", "rans_rc"), default=None,
+                   help="how the planner prices a candidate's bytes: order0 (one rANS stream) or rans_rc (the "
+                        "writer's cell model, codec.byte_model; slower) (default order0)")
     p.add_argument("--tolerance", type=float, default=0.005,
                    help="land within this fraction below the budget (default 0.005)")
     p.add_argument("--tune-epochs", type=float, default=None, metavar="E",

@@ -63,6 +63,9 @@ class PlannerConfig:
     variants_max_bpw: float = 2.5
     screen: bool = True  # RTN grid screened by the diagonal prediction before exact prediction and GPTQ
     measured_bytes: bool = True  # scale each tensor's byte estimates by its last measured encode (plan())
+    # how candidates' bytes are estimated: "order0" (one rANS stream + 2 bytes a scale) or
+    # "rans_rc" (codec.byte_model: the writer's cell model, priced near each tensor's hull)
+    byte_model: str = "order0"
     # float32 tensors the planner stores as floats (control vectors) may be stored as float16 where
     # the calibration's diagonal Fisher says the rounding is worth its bytes
     float16_floats: bool = True
@@ -371,6 +374,15 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None, timings:
         if progress:
             progress("lqer+prune", k + 1, total)
     lap("lqer+prune")
+    # Stage 4: the hull's neighbourhood priced with the coder that will store it.
+    if cfg.byte_model == "rans_rc":
+        for k, (i, g, rule) in enumerate(gens):
+            g.reprice()
+            if progress:
+                progress("price", k + 1, total)
+        lap("price")
+    elif cfg.byte_model != "order0":
+        raise GolfpackError(f"unknown byte model {cfg.byte_model!r} (order0 or rans_rc)")
     for i, g, rule in gens:
         items[i].cands = g.cands
         if rule is None:  # storing the source exactly (its int8 symbols, or its floats) is always allowed

@@ -270,3 +270,28 @@ def test_rules_pin_keep_and_reach_control_tensors(setup):
     assert t["blocks.0.attn.c_q.weight"].bits == 3 and t["blocks.0.attn.c_q.weight"].meta["choice"]["clip"] == "sdclip:2.5"
     model = from_state_dict(art.state_dict(), art.config)  # still a loadable GPT
     assert torch.isfinite(model(torch.zeros(1, 4, dtype=torch.int64))).all()
+
+
+def test_rans_rc_byte_model_prices_the_hull_closer_to_the_streams_written(setup):
+    # byte_model "rans_rc" re-prices the candidates near each tensor's hull with the writer's
+    # cell model: never above the order-0 bound, and closer to the streams the container stores
+    ck, cal = setup["ck"], setup["cal"]
+    cfg = dataclasses.replace(CFG, byte_model="rans_rc", lqer_ranks=(), prune_rel=())
+    base = dataclasses.replace(CFG, lqer_ranks=(), prune_rel=())
+    a, b = build_items(ck, cal, base), build_items(ck, cal, cfg)
+    priced = 0
+    for ia, ib in zip(a, b):
+        for ca, cb in zip(ia.cands, ib.cands):
+            assert ca.choice == cb.choice
+            assert cb.est_bytes <= ca.est_bytes
+            priced += cb.est_bytes < ca.est_bytes
+    assert priced > 0, "no candidate was priced below its order-0 bound"
+    enc_err = {}
+    for name, cfg_x, items in (("order0", base, a), ("rans_rc", cfg, b)):
+        budget = (setup["smallest"] + setup["qneed"]) // 2
+        r = plan(ck, budget, cal, dataclasses.replace(cfg_x, measured_bytes=False), items=items)
+        rows = [t for t in r.report["tensors"] if t["choice"]["method"] in ("gptq", "rtn")]
+        enc_err[name] = sum(abs(t["est_bytes"] - t["bytes"]) for t in rows) / sum(t["bytes"] for t in rows)
+    assert enc_err["rans_rc"] < enc_err["order0"], enc_err
+    with pytest.raises(GolfpackError, match="unknown byte model"):
+        build_items(ck, cal, dataclasses.replace(CFG, byte_model="lzma"))
