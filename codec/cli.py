@@ -337,9 +337,39 @@ def add_planner_arguments(p) -> None:
                    help="distill the plan's scales and float tensors toward the float model for E epochs over the "
                         "calibration tokens (golfpack.codec.tune; default 0: off; kept only if held-out KL drops)")
     p.add_argument("--tune-lr", type=float, default=None, metavar="LR", help="Adam learning rate of tuning (default 1e-3)")
+    p.add_argument("--tune-seqs", type=int, default=None, metavar="N",
+                   help="tune on N sequences of --calib-len tokens drawn from the --calib shard with seed + 1 (an "
+                        "eighth held out for the accept check); default: the calibration sequences themselves")
     if "--device" not in p._option_string_actions:  # a command may define its own (submit: one device for all)
         p.add_argument("--device", default=None, metavar="DEV",
                        help="where calibration, GPTQ and tuning run, e.g. cuda or cuda:1 (default cpu)")
+
+
+def _check_tune_seqs(args, cfg) -> None:
+    """--tune-seqs' conditions, checked before calibration starts."""
+    n = getattr(args, "tune_seqs", None)
+    if n is None:
+        return
+    if n < 2 or n > 1 << 20:
+        raise GolfpackError(f"--tune-seqs must be in [2, 2^20] (got {n})")
+    if cfg.tune_epochs <= 0:
+        raise GolfpackError("--tune-seqs needs --tune-epochs > 0")
+    if args.calib in (None, "self", "none"):
+        raise GolfpackError("--tune-seqs draws from a training shard: pass --calib SHARD")
+
+
+def _tune_sequences(args, cfg, cal):
+    """The sequences --tune-seqs asks for (None: tune on the calibration sequences), drawn from the
+    calibration shard with seed + 1: mostly other windows than the calibration's (same training
+    text), so the fit and its held-out check see more tokens than the planner's statistics did."""
+    n = getattr(args, "tune_seqs", None)
+    if n is None or cal is None:
+        return None
+    from golfpack.codec.calib import sequences_from_shard
+
+    which = args.calib
+    T = int(cal.seqs.shape[1]) - 1
+    return sequences_from_shard(which, n, T, seed=args.seed + 1)
 
 
 def _encode_lossy(args, ck, coders):
@@ -355,12 +385,13 @@ def _encode_lossy(args, ck, coders):
     rules = spec.parse_rules(args.bits)
     cfg = planner_config_from_args(args, budget is not None, coders)
     code_bytes = code_bytes_from_args(args, ck, cfg)
+    _check_tune_seqs(args, cfg)
     cal, model = _calibration(args, ck, need=budget is not None or args.method == "gptq")
     if args.method == "gptq" and cal is None:
         raise GolfpackError("--method gptq needs calibration: --calib SHARD or --calib self")
     log = None if args.quiet or args.json else (lambda m: print("  " + m, file=sys.stderr, flush=True))
     res = plan(ck, budget, cal, cfg, rules, code_bytes, progress=staged("candidates", not args.quiet and not args.json),
-               log=log, teacher=model)
+               log=log, teacher=model, tune_seqs=_tune_sequences(args, cfg, cal))
     if cal is not None:
         import time
 

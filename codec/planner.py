@@ -458,13 +458,15 @@ class _Encoder:
 
 
 def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, rules=(), code_bytes: int = 0,
-         progress=None, log=None, items: list[Item] | None = None, teacher=None) -> PlanResult:
+         progress=None, log=None, items: list[Item] | None = None, teacher=None,
+         tune_seqs=None) -> PlanResult:
     """Plan, quantize and encode `ck` so that artifact bytes + code_bytes <= budget (see module doc).
 
     `items` (from build_items with the same calib, cfg and rules) skips candidate generation.
     With cfg.tune_epochs > 0 and calibration, the chosen plan's scales and float tensors are then
     distilled toward the float model (codec.tune; `teacher` is that model, built from ck if None)
-    and kept if that lowers the held-out KL and still fits the budget.
+    on `tune_seqs` (int64 [n, T + 1]; None: the calibration sequences) and kept if that lowers
+    the held-out KL and still fits the budget.
 
     budget None: no search; every tensor takes its most accurate candidate (a fixed recipe given by
     `rules`, e.g. "--bits 6", with the base clip and no LQER or pruning unless cfg asks for them)."""
@@ -588,7 +590,7 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     t_plan = time.perf_counter()
     tune_report = None
     if cfg.tune_epochs > 0 and calib is not None:
-        tuned, tune_report = _tune_stage(ck, items, chosen, calib, cfg, teacher, progress, log)
+        tuned, tune_report = _tune_stage(ck, items, chosen, calib, cfg, teacher, progress, log, tune_seqs)
         if tuned is not None:
             data2 = enc.encode(tuned)
             total2 = len(data2) + code_bytes
@@ -612,15 +614,18 @@ def plan(ck, budget: int | None, calib=None, cfg: PlannerConfig | None = None, r
     return PlanResult(data, report)
 
 
-def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress, log):
-    """(tuned candidates or None, report) for codec.tune on the chosen plan."""
+def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress, log, tune_seqs=None):
+    """(tuned candidates or None, report) for codec.tune on the chosen plan, trained on tune_seqs
+    (int64 [n, T + 1]) or, when None, on the calibration sequences."""
     from golfpack.codec.quant import QuantResult
     from golfpack.codec.tune import TuneConfig, stored_scales, tune
 
     tcfg = TuneConfig(epochs=cfg.tune_epochs, lr=cfg.tune_lr, device=cfg.device)
     rep = {"epochs": cfg.tune_epochs, "lr": cfg.tune_lr, "accepted": False}
-    if calib.seqs.shape[0] < 2:
-        rep["reason"] = "fewer than 2 calibration sequences"
+    seqs = calib.seqs if tune_seqs is None else tune_seqs
+    rep["sequences"] = [int(seqs.shape[0]), int(seqs.shape[1]) - 1]
+    if seqs.shape[0] < 2:
+        rep["reason"] = "fewer than 2 tuning sequences"
         return None, rep
     if teacher is None:
         from golfpack.model.load import from_state_dict
@@ -642,7 +647,7 @@ def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress,
             frozen[it.name] = _source_tensor(ck, it.name).to(torch.float32)
     say = (lambda k, n: progress("tune", k, n)) if progress else None
     try:
-        res = tune(teacher, quantized, floats, frozen, calib.seqs, tcfg, progress=say)
+        res = tune(teacher, quantized, floats, frozen, seqs, tcfg, progress=say)
     except GolfpackError as e:
         rep["reason"] = str(e)
         return None, rep

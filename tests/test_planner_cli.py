@@ -126,6 +126,9 @@ def test_a_fixed_recipe_and_inspect_show_the_choices(src, tmp_path, capsys):
     (["--budget", "9000", "--tolerance", "1.5", "--calib", "none", "--method", "rtn"], "--tolerance must be a fraction"),
     (["--budget", "9000", "--lqer-ranks", "4,x", "--calib", "none", "--method", "rtn"], "--lqer-ranks"),
     (["--budget", "9000", "--lqer-bits", "9", "--calib", "none", "--method", "rtn"], "--lqer-bits must be 2..8"),
+    (["--budget", "9000", "--tune-seqs", "8"], "--tune-seqs needs --tune-epochs > 0"),
+    (["--budget", "9000", "--tune-seqs", "1", "--tune-epochs", "1"], "--tune-seqs must be in [2, 2^20]"),
+    (["--budget", "9000", "--tune-seqs", "8", "--tune-epochs", "1", "--calib", "self"], "pass --calib SHARD"),
 ])
 def test_encode_errors_are_one_line_and_exit_2(src, tmp_path, capsys, args, message):
     rc, out, err = gp(capsys, "encode", src, "-o", tmp_path / "x.gp", *args, "--min-numel", "256", "--quiet")

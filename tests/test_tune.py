@@ -152,3 +152,14 @@ def test_too_few_sequences_are_refused(setup):
     teacher = from_state_dict(ck.state_dict(), ck.config)
     with pytest.raises(GolfpackError, match="at least 2 calibration sequences"):
         T.tune(teacher, quantized, floats, {}, setup["cal"].seqs[:1], T.TuneConfig())
+
+
+def test_tuning_on_sequences_of_its_own(setup):
+    # plan(tune_seqs=...) trains and checks on those, not on the calibration sequences
+    ck, cal, items = setup["ck"], setup["cal"], setup["items"]
+    own = C.sequences_from_tokens(random_tokens(8000, 5), 24, 32, seed=3)
+    res = plan(ck, 9000, cal, CFG, items=items, tune_seqs=own)
+    assert res.report["tune"]["sequences"] == [24, 32]
+    assert plan(ck, 9000, cal, CFG, items=items).report["tune"]["sequences"] == [16, 32]
+    with pytest.raises(GolfpackError, match="at least 2"):
+        T.tune(from_state_dict(ck.state_dict(), ck.config), *_quantized(ck), {}, own[:1], T.TuneConfig(epochs=1))
