@@ -158,3 +158,22 @@ def test_a_write_failing_midway_leaves_no_temp_and_the_old_output(artifact, tmp_
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert re.search(r"cannot write .*out\.safetensors: no space left on the device", lines[0]), lines[0]
     assert out.read_bytes() == b"old" and _temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["pt_sparse_csr", "pt_quantized"])
+def test_torch_warnings_while_loading_do_not_reach_stderr(name, tmp_path):
+    """A fresh process, as a user runs it: torch warns once per process while unpickling these (sparse
+    CSR is "beta", quantized tensors and TypedStorage "deprecated"), which the in-process test above
+    cannot see after the corpus builder has triggered them. Only the one refusal line may be printed."""
+    import subprocess
+    import sys
+    import warnings
+
+    case = next(c for c in CASES if c.name == name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        argv, hostile = case.build(tmp_path, TEST_SCALE)
+    p = subprocess.run([sys.executable, "-m", "golfpack.cli", *argv], capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert str(hostile) in lines[0] and re.search(case.expect, lines[0]), lines[0]
