@@ -229,7 +229,7 @@ def cases() -> list[Case]:
                  r"every tensor is empty"),
         _st_case("st_many_tensors", lambda s: {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
                                               for i in range(s["tensors"])},
-                 r"\d+ tensors, over the limit of 65536 per checkpoint"),
+                 r"opens \d+ JSON objects, more than the limit of 65536 tensors per checkpoint"),
         _st_case("st_offsets_strings", lambda s: {"w": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}},
                  r"tensor 'w': field 'data_offsets' must be two integers", data=bytes(4)),
         _config_st_case("cfg_recur_repeats_1e12", dict(recur_start=0, recur_end=1, recur_repeats=10**12),

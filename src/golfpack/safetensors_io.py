@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from golfpack.errors import FormatError, GolfpackError
-from golfpack.safe_json import loads_bounded
+from golfpack.safe_json import TooManyObjects, loads_bounded
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -144,8 +144,19 @@ def read_header(f, where: str, file_size: int):
         raise FormatError(f"{where}: safetensors header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")
     if 8 + n > file_size:
         raise FormatError(f"{where}: truncated: header claims {n} bytes but the file has {file_size - 8} after the length")
-    # Bounded like the artifact manifest: depth, integer digits, finite floats, duplicate keys.
-    header = loads_bounded(f.read(n), f"{where}: safetensors header")
+    # Bounded like the artifact manifest: depth, integer digits, finite floats, duplicate keys. A valid
+    # header has one object per tensor plus the root and __metadata__: past that the parse stops.
+    # Decoded here so that the raw bytes are freed before the parse (a 100 MB header is held once).
+    try:
+        text = f.read(n).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{where}: safetensors header: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        header = loads_bounded(text, f"{where}: safetensors header", max_objects=MAX_TENSORS + 2)
+    except TooManyObjects as e:  # one object per tensor, plus the root and __metadata__
+        raise FormatError(f"{where}: header opens {e.count} JSON objects, more than the limit of {MAX_TENSORS} "
+                          "tensors per checkpoint") from None
+    del text
     if not isinstance(header, dict):
         raise FormatError(f"{where}: safetensors header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
