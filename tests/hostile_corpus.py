@@ -230,6 +230,9 @@ def cases() -> list[Case]:
         _st_case("st_many_tensors", lambda s: {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
                                               for i in range(s["tensors"])},
                  r"opens \d+ JSON objects, more than the limit of 65536 tensors per checkpoint"),
+        _st_case("st_many_metadata", lambda s: {"__metadata__": {f"m{i}": "" for i in range(4 * s["tensors"])},
+                                              "w": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}},
+                 r"header holds \d+ names, more than the limit of 65536 tensors \(4 names each\) \+ 4096 metadata"),
         _st_case("st_offsets_strings", lambda s: {"w": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}},
                  r"tensor 'w': field 'data_offsets' must be two integers", data=bytes(4)),
         _config_st_case("cfg_recur_repeats_1e12", dict(recur_start=0, recur_end=1, recur_repeats=10**12),
@@ -251,6 +254,8 @@ def cases() -> list[Case]:
         _sharded_case("shard_symlink_out", _link(lambda d: _valid_st(d / "outside.safetensors")),
                       r"shard 's\.safetensors' resolves to .*outside\.safetensors, outside the index's folder"),
         _sharded_case("shard_name_path", lambda sub, d: "../x.safetensors", r"shard name '\.\./x\.safetensors' must be a plain file name"),
+        Case("shard_index_many_names", "sharded index", _many_names_index,
+             r"index holds \d+ names, more than the limit of 65536 tensors"),
         _sharded_case("shard_value_int", lambda sub, d: {"w": 7}, r"weight_map\['w'\] must be a shard file name, got 7"),
         _sharded_case("shard_value_list", lambda sub, d: {"w": ["a", "b"]}, r"weight_map\['w'\] must be a shard file name"),
         Case("st_fifo", "safetensors", lambda d, s: (_encode(p := _mkfifo(d / "f.safetensors"), d), p),
@@ -259,6 +264,13 @@ def cases() -> list[Case]:
              r"checkpoint must be a regular file, but it is a FIFO"),
     ]
     return out
+
+
+def _many_names_index(d: Path, scale: dict):
+    """A weight_map of scale["tensors"] names (one shard): 10^6 of them cost 300 MB as Python objects."""
+    idx = d / "model.safetensors.index.json"
+    idx.write_text(json.dumps({"weight_map": {f"t{i}": "s.safetensors" for i in range(scale["tensors"])}}))
+    return _encode(idx, d), idx
 
 
 def _mkfifo(p: Path) -> Path:
