@@ -193,6 +193,7 @@ def cases() -> list[Case]:
                  r"tensor 'w' is an overlapping view \(shape \[1048576, 1048576\], stride \[0, 0\]\)"),
         _pt_case("pt_overlapping_view", lambda d: {"w": torch.zeros(4096, dtype=torch.uint8).as_strided((2048, 2048), (1, 1))},
                  r"tensor 'w' is an overlapping view"),
+        _pt_case("pt_view_past_storage", _view_past_storage, r"a tensor's view reaches past the end of its storage"),
         _pt_case("pt_meta", lambda d: {"w": torch.empty(1 << 30, device="meta")}, r"tensor 'w' is on device 'meta'"),
         _pt_case("pt_sparse", lambda d: {"w": torch.eye(4).to_sparse()}, r"tensor 'w' has layout torch.sparse_coo"),
         _pt_case("pt_sparse_csr", lambda d: {"w": torch.eye(4).to_sparse_csr()}, r"tensor 'w' has layout torch.sparse_csr"),
@@ -271,6 +272,14 @@ def _many_names_index(d: Path, scale: dict):
     idx = d / "model.safetensors.index.json"
     idx.write_text(json.dumps({"weight_map": {f"t{i}": "s.safetensors" for i in range(scale["tensors"])}}))
     return _encode(idx, d), idx
+
+
+def _view_past_storage(d: Path) -> dict:
+    """A 777-float view saved with a 100-float storage (the storage shrunk under the view)."""
+    base = torch.zeros(1000)
+    view = base[:777]
+    base.untyped_storage().resize_(400)
+    return {"w": view}
 
 
 def _mkfifo(p: Path) -> Path:

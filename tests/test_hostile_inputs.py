@@ -226,3 +226,17 @@ def test_a_header_of_too_many_tensors_is_refused_before_its_objects_are_built(tm
     finally:
         tracemalloc.stop()
     assert peak < 4 * size, (peak, size)  # the text as bytes, then as str (2.6x measured; re.sub alone was 5.8x)
+
+
+def test_a_view_past_its_storage_is_refused_by_name():
+    """check_tensor's storage bound, on a tensor whose storage was shrunk under its view (torch.load
+    with mmap=True cannot make one from a file: it refuses to grow a mapped storage, which the corpus
+    case pt_view_past_storage shows). Without the bound the view passes: it does not overlap itself."""
+    from golfpack.errors import FormatError
+
+    base = torch.zeros(1000)
+    view = base[:777]
+    base.untyped_storage().resize_(400)
+    with pytest.raises(FormatError, match=r"tensor 'w' \(shape \[777\], stride \[1\]\) reaches byte 3108 of a 400-byte storage"):
+        torch_reader.check_tensor(view, "w", "x.pt")
+    torch_reader.check_tensor(base[:100], "w", "x.pt")  # the part still inside is fine

@@ -136,6 +136,10 @@ def _load_zip_file(path: Path, where: str):
             warnings.simplefilter("ignore")
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises many types for bad pickles; report one clear line
+        if "resize storage that is not resizable" in str(e):
+            # a view that reaches past its storage: torch would grow the storage, which a mapped file cannot
+            raise FormatError(f"{where}: a tensor's view reaches past the end of its storage (refused by the "
+                              "weights-only torch loader, which maps storages from the file)") from None
         raise FormatError(f"{where}: refused by the weights-only torch loader ({_first_line(e)})") from None
 
 
