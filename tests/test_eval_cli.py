@@ -175,3 +175,21 @@ def test_ttt_config_files_are_bounded_above(tmp_path):
             TTTConfig.for_method("phased", over)
     # the records' own settings and the limits themselves are accepted
     TTTConfig.for_method("phased", {"epochs": 1000, "rank": 4096, "lr": 10, "temperature": 0.001, "seed": 2**63 - 1})
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["export", "x.gp", "-o", "rec", "--seq-len", "0"], "--seq-len"),
+    (["export", "x.gp", "-o", "rec", "--stride", "inf"], "--stride"),
+    (["submit", "x.pt", "-o", "rec", "--budget", "16000000", "--max-tokens", str(10**12)], "--max-tokens"),
+    (["submit", "x.pt", "-o", "rec", "--budget", "16000000", "--seq-len", "nan"], "--seq-len"),
+    (["check", "rec", "--cap", "-1"], "--cap"),
+    (["check", "rec", "--prefix", "0"], "--prefix"),
+])
+def test_export_submit_and_check_numbers_are_bounded_too(argv, flag, capsys):
+    """The record commands take the same numbers; refused while parsing (no file here exists)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"golfpack {argv[0]}: error: argument {flag}: must be an integer in [1, "), lines[0]
