@@ -1,12 +1,17 @@
 """Deliberate mutations of the issue-20 guards: each one removed, its tests run, the file restored.
 
-    python benchmarks/mutations.py [--only NAME,...] [--markdown OUT.md]
+    python benchmarks/mutations.py [--only NAME,...] [--markdown OUT.md] [--native --pybind11-dir DIR]
 
 Every mutation is an exact text replacement in one source file (it must match exactly once, so a
 refactor that moves the guard makes this script fail loudly instead of testing nothing). The named
 test files run with `-m "not slow"` under a timeout; a mutation is *caught* when at least one test
 fails (or the run times out: a hang). The source file is written back byte for byte afterwards,
 also on Ctrl-C. Run it on a checkout nobody else is using: the mutant is live while its tests run.
+
+`--native` adds the mutations of golfpack._C (csrc/): those are made in a copy of CMakeLists.txt and
+csrc/ under a temporary folder, built there with cmake (-O1, no CUDA; `--pybind11-dir` is pybind11's
+cmake folder, `python -m pybind11 --cmakedir`), and the tests run with that .so loaded as golfpack._C in
+every process, subprocesses included (a sitecustomize.py on PYTHONPATH); the checkout is not touched.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class Mutation:
     new: str
     tests: tuple[str, ...]
     note: str = ""
+    native: bool = False  # a csrc/ mutation: built out of tree (--native)
 
 
 MUTATIONS = [
@@ -88,18 +94,56 @@ MUTATIONS = [
              "    if stride is not None and stride > seq_len:", "    if False:", ("tests/test_eval_cli.py",)),
     Mutation("ttt_upper_bounds", "evaluate/ttt_config.py", "TTTConfig.validate: integer upper bounds",
              " or (hi is not None and v > hi):", ":", ("tests/test_eval_cli.py", "tests/test_ttt.py")),
+    Mutation("threads_clamp", "csrc/core/common.h", "clamp_threads: at most the hardware threads",
+             "  if (t > hardware_threads()) t = hardware_threads();\n", "", ("tests/test_native_limits.py",),
+             native=True),
+    Mutation("qrow_stride_k_limit", "csrc/py/qmatmul_py.cpp", "row_stride: K <= 2^56 before K * bits",
+             '  if (K > kMaxRowSymbols)\n    throw py::value_error("K = " + std::to_string(K) + " exceeds the packed-row limit of 2^56 symbols");\n',
+             "", ("tests/test_native_limits.py",), native=True),
     Mutation("stream_tiling", "codec/container.py", "parse: streams tile the payload (S6)",
              '        _req("S6", off == pos,', '        _req("S6", True,',
              ("tests/test_container.py", "tests/test_hostile_artifacts.py")),
 ]
 
 
-def run_tests(tests: tuple[str, ...], timeout: int) -> tuple[list[str], str, float]:
+_SITECUSTOMIZE = """
+import os
+_so = os.environ.get("GOLFPACK_C_SO")
+if _so:
+    import importlib.util, sys
+    _spec = importlib.util.spec_from_file_location("golfpack._C", _so)
+    _mod = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_mod)
+    sys.modules["golfpack._C"] = _mod
+"""
+
+
+def build_native(m: Mutation, work: Path, pybind11_dir: str) -> tuple[Path, dict]:
+    """Build golfpack._C from a mutated copy of csrc/ in `work`; (the .so, env that loads it everywhere)."""
+    import shutil
+
+    src, build, site = work / "src", work / "build", work / "site"
+    shutil.copytree(ROOT / "csrc", src / "csrc")
+    shutil.copy(ROOT / "CMakeLists.txt", src / "CMakeLists.txt")
+    target = src / m.path
+    target.write_text(target.read_text().replace(m.old, m.new))
+    subprocess.run(["cmake", "-S", src, "-B", build, "-DGOLFPACK_CUDA=OFF", f"-Dpybind11_DIR={pybind11_dir}",
+                    f"-DPython_EXECUTABLE={sys.executable}", "-DCMAKE_BUILD_TYPE=Release",
+                    "-DCMAKE_CXX_FLAGS_RELEASE=-O1"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", build, "-j2", "--target", "_C"], check=True, capture_output=True)
+    so = next(build.glob("_C*.so"))
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    env = dict(os.environ, GOLFPACK_C_SO=str(so), PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    return so, env
+
+
+def run_tests(tests: tuple[str, ...], timeout: int, env: dict | None = None) -> tuple[list[str], str, float]:
     """(failed test ids, summary line, seconds) of pytest over `tests`."""
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-rf", *tests]
     try:
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return ["(timed out: a hang)"], f"timeout after {timeout} s", time.perf_counter() - t0
     out = p.stdout + p.stderr
@@ -116,8 +160,10 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma list of mutation names")
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--timeout", type=int, default=300, help="seconds per mutation's test run")
+    ap.add_argument("--native", action="store_true", help="also the csrc/ mutations (each built out of tree)")
+    ap.add_argument("--pybind11-dir", default=None, help="pybind11's cmake folder (python -m pybind11 --cmakedir)")
     a = ap.parse_args()
-    muts = [m for m in MUTATIONS if a.only is None or m.name in a.only.split(",")]
+    muts = [m for m in MUTATIONS if (a.only is None or m.name in a.only.split(",")) and (a.native or not m.native)]
     rows = []
     for m in muts:
         path = ROOT / m.path
@@ -126,6 +172,17 @@ def main() -> int:
         if text.count(m.old) != 1:
             print(f"FAIL {m.name}: the guard text occurs {text.count(m.old)} times in {m.path}", file=sys.stderr)
             return 2
+        if m.native:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="golfpack-mutant-") as work:
+                _, env = build_native(m, Path(work), a.pybind11_dir or subprocess.run(
+                    [sys.executable, "-m", "pybind11", "--cmakedir"], capture_output=True, text=True).stdout.strip())
+                failed, summary, secs = run_tests(m.tests, a.timeout, env)
+            rows.append((m, failed, summary, secs))
+            print(f"{'caught ' if failed else 'SURVIVED'} {m.name} ({secs:.0f} s): {len(failed)} failing: "
+                  f"{', '.join(f.split('::')[-1] for f in failed[:4])}", file=sys.stderr, flush=True)
+            continue
         try:
             path.write_text(text.replace(m.old, m.new))
             failed, summary, secs = run_tests(m.tests, a.timeout)
