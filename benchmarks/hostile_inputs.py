@@ -5,7 +5,9 @@ one error line, wall seconds and peak RSS (issue 20).
 
 `--scale issue` builds the issue's sizes (2 GiB .ptz bombs, an 8.5 GiB one against the real 8 GiB
 cap, 10^6 tensors in a safetensors header); `test` the suite's small ones. The peak RSS of each child
-comes from os.wait4 (that child alone). The baseline row is the same command on a valid 4-element
+comes from os.wait4 in a small launcher process: a child that Popen starts straight from this
+process (vfork + exec) inherits this process's own high-water RSS (torch imported, bomb buffers), so
+its ru_maxrss would never read below it. The launcher forks from ~10 MB. The baseline row is the same command on a valid 4-element
 checkpoint: what importing torch and golfpack costs before any input is read. A case passes when it
 exits 2 with one stderr line naming its file and matching the corpus's regex, with no traceback, and
 its peak stays within 256 MB of the baseline (none of these inputs holds a legitimate tensor
@@ -30,15 +32,27 @@ import hostile_corpus as H  # noqa: E402
 BOUND_MB = 256
 
 
+# Runs `golfpack ARGV` as its own child, waits for it and prints "EXIT MAXRSS_KB" on stdout. The
+# child's stdout goes to /dev/null, its stderr is the launcher's (captured below).
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.execv(sys.executable, [sys.executable, "-m", "golfpack.cli", *sys.argv[1:]])
+_, status, ru = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), ru.ru_maxrss)
+"""
+
+
 def run(argv: list[str], env: dict) -> tuple[int, str, float, float]:
     """(exit code, stderr, wall s, peak RSS MB) of `golfpack ARGV` in a child process."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "golfpack.cli", *argv], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, env=env, text=True)
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, time.perf_counter() - t0, ru.ru_maxrss / 1024
+    p = subprocess.run([sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, env=env, text=True)
+    wall = time.perf_counter() - t0
+    rc, kb = (int(x) for x in p.stdout.split())
+    return rc, p.stderr, wall, kb / 1024
 
 
 def main() -> int:

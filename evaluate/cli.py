@@ -18,6 +18,9 @@ import os
 from pathlib import Path
 
 from golfpack.errors import GolfpackError
+from golfpack.evaluate.limits import EVAL_LIMITS as LIM
+from golfpack.evaluate.limits import int_flag
+from golfpack.model.config import LIMITS as MODEL_LIMITS
 
 
 def add_subcommands(subparsers) -> None:
@@ -32,25 +35,27 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--val", nargs="+", required=True, metavar="SHARD",
                    help="validation shard(s), a directory of *.bin or a glob; concatenated in sorted order")
     p.add_argument("--tokenizer", required=True, metavar="SP.model", help="SentencePiece model of the shards")
-    p.add_argument("--seq-len", type=int, default=None, metavar="L",
+    p.add_argument("--seq-len", type=int_flag("--seq-len", 1, LIM["seq_len"]), default=None, metavar="L",
                    help="window / segment length (default 1024; with --ttt: the context window)")
-    p.add_argument("--stride", type=int, default=None, metavar="S",
+    p.add_argument("--stride", type=int_flag("--stride", 1, LIM["seq_len"]), default=None, metavar="S",
                    help="sliding-window stride (score the last S positions of each window)")
     p.add_argument("--sliding-variant", choices=("exact_once", "rescore_tail"), default="exact_once",
                    help="tail rule: exact_once (every target once; default) or rescore_tail (03-19 scripts)")
     p.add_argument("--doc-aware", action="store_true",
                    help="no attention across documents (a document starts at each BOS)")
-    p.add_argument("--batch", type=int, default=16, metavar="B",
+    p.add_argument("--batch", type=int_flag("--batch", 1, LIM["batch"]), default=16, metavar="B",
                    help="windows per forward pass (B * L padded tokens; default 16)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="forward precision: auto = bf16 autocast on CUDA (as the challenge), fp32 on CPU")
-    p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="score only the first N targets")
-    p.add_argument("--bos-id", type=int, default=1, help="document separator token id (default 1)")
+    p.add_argument("--max-tokens", type=int_flag("--max-tokens", 1, LIM["max_tokens"]), default=None, metavar="N",
+                   help="score only the first N targets")
+    p.add_argument("--bos-id", type=int_flag("--bos-id", 0, MODEL_LIMITS["vocab_size"] - 1), default=1,
+                   help="document separator token id (default 1)")
     p.add_argument("--packed", action="store_true",
                    help="artifact SRC: run with bit-packed weights (PackedLinear) instead of dense floats")
     p.add_argument("--config", default=None, metavar="CFG.json", help="GPTConfig JSON (overrides the stored one)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int_flag("--threads", 1, LIM["threads"]), default=None, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="report progress on stderr")
     p.add_argument("--ttt", choices=("lora", "sgd", "phased", "q"), default=None,
                    help="legal score-first test-time training (per-document LoRA, full SGD, phased, Q-only)")
@@ -102,20 +107,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from golfpack.data.shards import read_shards
     from golfpack.evaluate.bpb import evaluate
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise GolfpackError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    # Every number is in range (argparse, golfpack.evaluate.limits) and they agree with each other
+    # before any file is read.
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise GolfpackError(f"--device must be cpu or cuda, got {device!r}")
-    if args.seq_len is not None and args.seq_len < 1:
-        raise GolfpackError(f"--seq-len must be >= 1, got {args.seq_len}")
     ttt_cfg = _ttt_config(args) if args.ttt is not None else None
     if args.ttt_config is not None and args.ttt is None:
         raise GolfpackError("--ttt-config needs --ttt lora|sgd|phased|q")
     if args.seq_len is None:
         args.seq_len = 1024
+    if ttt_cfg is None:
+        check_geometry(args.seq_len, args.stride, args.batch)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     sp = load_sentencepiece(_existing(args.tokenizer, "tokenizer"))
     tokens = read_shards(args.val)
@@ -133,6 +138,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"shard token {int(tokens[bad])} at position {bad} is not a piece of the tokenizer "
             f"({n_sp} pieces): the shards were made with another tokenizer"
         )
+    if args.bos_id >= vocab:
+        raise GolfpackError(f"--bos-id {args.bos_id} is not a token of the model's {vocab}-token vocabulary")
     # A model vocabulary rounded up past the tokenizer gets 0-byte boundary rows (data.bytes).
     tables = build_byte_tables(sp, vocab_size=vocab)
     precision = {"auto": "auto", "bf16": torch.bfloat16, "fp32": None}[args.precision]
@@ -168,6 +175,15 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_geometry(seq_len: int, stride: int | None, batch: int) -> None:
+    """--stride within --seq-len, and --batch x --seq-len tokens per forward pass within the limit."""
+    if stride is not None and stride > seq_len:
+        raise GolfpackError(f"--stride {stride} exceeds --seq-len {seq_len} (a window scores at most its own length)")
+    if batch * seq_len > LIM["tokens_per_pass"]:
+        raise GolfpackError(f"--batch {batch} x --seq-len {seq_len} is {batch * seq_len} tokens per forward pass, "
+                            f"over the limit {LIM['tokens_per_pass']}")
+
+
 def _ttt_config(args):
     """TTTConfig from --ttt, --ttt-config and the geometry flags (context / chunk)."""
     from golfpack.evaluate.ttt_config import TTTConfig
@@ -187,6 +203,11 @@ def _ttt_config(args):
         over["context"] = args.seq_len
     if args.stride is not None:
         over["chunk"] = args.stride
+    if args.seq_len is not None or args.stride is not None:
+        context, chunk = over.get("context", cfg.context), over.get("chunk", cfg.chunk)
+        if context % chunk:  # name the flags, not only the config fields they set
+            raise GolfpackError(f"--ttt: the context {context} (--seq-len) must be a multiple of the chunk {chunk} "
+                                "(--stride)")
     return TTTConfig.for_method(args.ttt, over) if over else cfg
 
 

@@ -110,12 +110,15 @@ class TTTConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        def integer(name, lo=1, optional=False):
+        from golfpack.evaluate.limits import EVAL_LIMITS as LIM
+
+        def integer(name, lo=1, optional=False, hi=None):
             v = getattr(self, name)
             if optional and v is None:
                 return
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise GolfpackError(f"TTT {name} must be an integer >= {lo}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise GolfpackError(f"TTT {name} must be an integer {want}, got {_short(v)}")
 
         def real(name, lo=0.0, hi=math.inf, lo_open=False, optional=False):
             v = getattr(self, name)
@@ -124,23 +127,37 @@ class TTTConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v < lo or v > hi or (lo_open and v == lo):
                 rng = f"{'(' if lo_open else '['}{lo}, {hi}]"
-                raise GolfpackError(f"TTT {name} must be a finite number in {rng}, got {v!r}")
+                raise GolfpackError(f"TTT {name} must be a finite number in {rng}, got {_short(v)}")
 
         if self.method not in METHODS:
             raise GolfpackError(f"unknown TTT method {self.method!r} (expected one of {', '.join(METHODS)})")
-        for n in ("chunk", "context", "doc_batch", "rank", "epochs", "sgd_epochs", "sgd_chunk_tokens",
-                  "sgd_batch", "phases", "prefix_docs"):
-            integer(n)
-        integer("max_doc_len", optional=True)
-        integer("seed", lo=0)
+        # Upper bounds (golfpack.evaluate.limits, SECURITY.md): without them epochs 10^12 runs for
+        # ever, rank or doc_batch 10^12 end in an allocation traceback, seed 2^64 in torch's overflow.
+        for n in ("chunk", "context"):
+            integer(n, hi=LIM["seq_len"])
+        for n in ("doc_batch", "sgd_batch"):
+            integer(n, hi=LIM["batch"])
+        for n in ("epochs", "sgd_epochs", "phases"):
+            integer(n, hi=LIM["epochs"])
+        integer("rank", hi=LIM["rank"])
+        for n in ("sgd_chunk_tokens", "prefix_docs"):
+            integer(n, hi=LIM["max_tokens"])
+        integer("max_doc_len", optional=True, hi=LIM["max_tokens"])
+        integer("seed", lo=0, hi=LIM["seed"])
         if self.context % self.chunk:
             raise GolfpackError(f"TTT context ({self.context}) must be a multiple of chunk ({self.chunk})")
-        for n in ("lr", "weight_decay", "sgd_lr", "sgd_momentum", "grad_clip"):
-            real(n)
+        for n in ("doc_batch", "sgd_batch"):
+            if getattr(self, n) * self.context > LIM["tokens_per_pass"]:
+                raise GolfpackError(f"TTT {n} {getattr(self, n)} x context {self.context} is "
+                                    f"{getattr(self, n) * self.context} tokens per forward pass, over the limit "
+                                    f"{LIM['tokens_per_pass']}")
+        for n in ("lr", "weight_decay", "sgd_lr"):
+            real(n, hi=LIM["lr"])
+        real("grad_clip")
         real("sgd_momentum", hi=1.0)
-        real("alpha", lo_open=True)
-        real("eps", lo_open=True)
-        real("temperature", lo_open=True)
+        real("alpha", lo_open=True, hi=LIM["alpha"])
+        real("eps", lo_open=True, hi=1.0)
+        real("temperature", lo=1 / LIM["temperature_lo_hi"], hi=LIM["temperature_lo_hi"])
         real("time_limit_s", optional=True)
         if not (isinstance(self.betas, tuple) and len(self.betas) == 2
                 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
@@ -161,6 +178,14 @@ class TTTConfig:
             raise GolfpackError("TTT sgd_targets is empty and sgd_controls is false: nothing to train")
         if self.method == "q" and self.sgd_targets != ("q",):
             raise GolfpackError(f"TTT method q trains the Q projections only; sgd_targets is {self.sgd_targets!r}")
+
+
+def _short(v) -> str:
+    """repr for an error line that cannot flood it (a 5000-digit int, a long string)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"a {v.bit_length()}-bit integer"
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 # The records' settings (FIELD_GUIDE section 5), chunk/context shortened for CPU evaluation.

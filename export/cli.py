@@ -7,14 +7,16 @@ import sys
 from pathlib import Path
 
 from golfpack.errors import GolfpackError
+from golfpack.evaluate.limits import EVAL_LIMITS as LIM
+from golfpack.evaluate.limits import int_flag
 
 
 def _add_run_options(p) -> None:
     p.add_argument("--eval", default="sliding", choices=("sliding", "doc-aware", "plain"),
                    help="the script's evaluation mode (default sliding)")
-    p.add_argument("--seq-len", type=int, default=None, metavar="L",
+    p.add_argument("--seq-len", type=int_flag("--seq-len", 1, LIM["seq_len"]), default=None, metavar="L",
                    help="default VAL_SEQ_LEN of the script (1024; with --ttt: the TTT context)")
-    p.add_argument("--stride", type=int, default=None, metavar="S",
+    p.add_argument("--stride", type=int_flag("--stride", 1, LIM["seq_len"]), default=None, metavar="S",
                    help="default EVAL_STRIDE (64 for sliding; with --ttt: the TTT chunk)")
     p.add_argument("--ttt", default=None, choices=("lora", "phased", "sgd", "q"),
                    help="score-first test-time training in the script (the runtime has lora)")
@@ -170,7 +172,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", required=True, metavar="BYTES", help="code + model bytes (e.g. 16000000)")
     p.add_argument("--val", default=None, metavar="SHARD", help="validation shard to score the record on")
     p.add_argument("--tokenizer", default=None, metavar="SP.model", help="SentencePiece model of the shard")
-    p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="score only the first N targets")
+    p.add_argument("--max-tokens", type=int_flag("--max-tokens", 1, LIM["max_tokens"]), default=None, metavar="N",
+                   help="score only the first N targets")
     p.add_argument("--device", default=None,
                    help="where calibration, GPTQ, tuning and the record's scoring run (cpu or cuda; EVAL_DEVICE of "
                         "that run)")
@@ -188,7 +191,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", nargs="+", default=None, metavar="SHARD", help="training shards to audit for leakage")
     p.add_argument("--val", default=None, metavar="SHARD", help="validation shard")
     p.add_argument("--tokenizer", default=None, metavar="SP.model", help="needed for the score-before-update rerun")
-    p.add_argument("--cap", type=int, default=16_000_000, help="byte cap (default 16,000,000)")
-    p.add_argument("--prefix", type=int, default=4096, metavar="N", help="targets of the rerun (default 4096)")
+    p.add_argument("--cap", type=int_flag("--cap", 1, LIM["cap"]), default=16_000_000,
+                   help="byte cap (default 16,000,000)")
+    p.add_argument("--prefix", type=int_flag("--prefix", 1, LIM["max_tokens"]), default=4096, metavar="N",
+                   help="targets of the rerun (default 4096)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_check)

@@ -193,6 +193,7 @@ def cases() -> list[Case]:
                  r"tensor 'w' is an overlapping view \(shape \[1048576, 1048576\], stride \[0, 0\]\)"),
         _pt_case("pt_overlapping_view", lambda d: {"w": torch.zeros(4096, dtype=torch.uint8).as_strided((2048, 2048), (1, 1))},
                  r"tensor 'w' is an overlapping view"),
+        _pt_case("pt_view_past_storage", _view_past_storage, r"a tensor's view reaches past the end of its storage"),
         _pt_case("pt_meta", lambda d: {"w": torch.empty(1 << 30, device="meta")}, r"tensor 'w' is on device 'meta'"),
         _pt_case("pt_sparse", lambda d: {"w": torch.eye(4).to_sparse()}, r"tensor 'w' has layout torch.sparse_coo"),
         _pt_case("pt_sparse_csr", lambda d: {"w": torch.eye(4).to_sparse_csr()}, r"tensor 'w' has layout torch.sparse_csr"),
@@ -216,7 +217,10 @@ def cases() -> list[Case]:
         _ptz_case("ptz_xz_zeros", "xz", False, "bomb", r"decompressed xz data is not a torch\.save zip"),
         _ptz_case("ptz_zlib_zip_head", "zlib", True, "bomb", r"not a readable torch\.save zip"),
         _ptz_case("ptz_zstd_zip_head", "zstd", True, "bomb", r"not a readable torch\.save zip"),
+        _ptz_case("ptz_xz_zip_head", "xz", True, "bomb", r"not a readable torch\.save zip"),
         _ptz_case("ptz_zlib_past_cap", "zlib", True, "past_cap", r"decompresses to more than \d+ bytes \(the cap\)"),
+        _ptz_case("ptz_zstd_past_cap", "zstd", True, "past_cap", r"decompresses to more than \d+ bytes \(the cap\)"),
+        _ptz_case("ptz_xz_past_cap", "xz", True, "past_cap", r"decompresses to more than \d+ bytes \(the cap\)"),
         _st_case("st_dtype_list", lambda s: {"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}},
                  r"tensor 'w': field 'dtype' \['F32'\] is not one of", data=bytes(4)),
         _st_case("st_shape_2e62", lambda s: {"w": {"dtype": "F32", "shape": [2**62, 2**62, 0], "data_offsets": [0, 0]}},
@@ -229,7 +233,10 @@ def cases() -> list[Case]:
                  r"every tensor is empty"),
         _st_case("st_many_tensors", lambda s: {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
                                               for i in range(s["tensors"])},
-                 r"\d+ tensors, over the limit of 65536 per checkpoint"),
+                 r"opens \d+ JSON objects, more than the limit of 65536 tensors per checkpoint"),
+        _st_case("st_many_metadata", lambda s: {"__metadata__": {f"m{i}": "" for i in range(4 * s["tensors"])},
+                                              "w": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}},
+                 r"header holds \d+ names, more than the limit of 65536 tensors \(4 names each\) \+ 4096 metadata"),
         _st_case("st_offsets_strings", lambda s: {"w": {"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]}},
                  r"tensor 'w': field 'data_offsets' must be two integers", data=bytes(4)),
         _config_st_case("cfg_recur_repeats_1e12", dict(recur_start=0, recur_end=1, recur_repeats=10**12),
@@ -251,6 +258,8 @@ def cases() -> list[Case]:
         _sharded_case("shard_symlink_out", _link(lambda d: _valid_st(d / "outside.safetensors")),
                       r"shard 's\.safetensors' resolves to .*outside\.safetensors, outside the index's folder"),
         _sharded_case("shard_name_path", lambda sub, d: "../x.safetensors", r"shard name '\.\./x\.safetensors' must be a plain file name"),
+        Case("shard_index_many_names", "sharded index", _many_names_index,
+             r"index holds \d+ names, more than the limit of 65536 tensors"),
         _sharded_case("shard_value_int", lambda sub, d: {"w": 7}, r"weight_map\['w'\] must be a shard file name, got 7"),
         _sharded_case("shard_value_list", lambda sub, d: {"w": ["a", "b"]}, r"weight_map\['w'\] must be a shard file name"),
         Case("st_fifo", "safetensors", lambda d, s: (_encode(p := _mkfifo(d / "f.safetensors"), d), p),
@@ -259,6 +268,21 @@ def cases() -> list[Case]:
              r"checkpoint must be a regular file, but it is a FIFO"),
     ]
     return out
+
+
+def _many_names_index(d: Path, scale: dict):
+    """A weight_map of scale["tensors"] names (one shard): 10^6 of them cost 300 MB as Python objects."""
+    idx = d / "model.safetensors.index.json"
+    idx.write_text(json.dumps({"weight_map": {f"t{i}": "s.safetensors" for i in range(scale["tensors"])}}))
+    return _encode(idx, d), idx
+
+
+def _view_past_storage(d: Path) -> dict:
+    """A 777-float view saved with a 100-float storage (the storage shrunk under the view)."""
+    base = torch.zeros(1000)
+    view = base[:777]
+    base.untyped_storage().resize_(400)
+    return {"w": view}
 
 
 def _mkfifo(p: Path) -> Path:

@@ -1,6 +1,7 @@
 """`golfpack eval` end to end on a tiny GPT checkpoint, the real tokenizer and a synthetic shard."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -102,3 +103,93 @@ def test_cli_errors(setup, tmp_path, capsys):
     assert "2000" in err(base[:2] + ["--val", str(big)] + base[4:])
     assert "stride" in err(base + ["--stride", "64"])
     assert "fewer than" in err(base[:-4] + ["--seq-len", "100000"])
+
+
+@pytest.mark.parametrize("extra, flag, msg", [
+    (["--seq-len", "0"], "--seq-len", r"must be an integer in \[1, 1048576\], got 0"),
+    (["--seq-len", "-5"], "--seq-len", r"got -5"),
+    (["--seq-len", str(10**12)], "--seq-len", r"got 1000000000000"),
+    (["--seq-len", "nan"], "--seq-len", r"got 'nan'"),
+    (["--seq-len", "inf"], "--seq-len", r"got 'inf'"),
+    (["--seq-len", "1e3"], "--seq-len", r"got '1e3'"),
+    (["--stride", "0"], "--stride", r"got 0"),
+    (["--stride", "64"], "--stride", r"--stride 64 exceeds --seq-len 32"),
+    (["--stride", str(10**12)], "--stride", r"got 1000000000000"),
+    (["--batch", "0"], "--batch", r"must be an integer in \[1, 4096\], got 0"),
+    (["--batch", str(10**12)], "--batch", r"got 1000000000000"),
+    (["--batch", "4096", "--seq-len", "8192"], "--batch", r"33554432 tokens per forward pass, over the limit 16777216"),
+    (["--max-tokens", "0"], "--max-tokens", r"got 0"),
+    (["--max-tokens", "-1"], "--max-tokens", r"got -1"),
+    (["--max-tokens", str(10**12)], "--max-tokens", r"in \[1, 68719476736\], got 1000000000000"),
+    (["--max-tokens", "nan"], "--max-tokens", r"got 'nan'"),
+    (["--threads", str(10**12)], "--threads", r"got 1000000000000"),  # torch's int overflowed: a traceback
+    (["--threads", "0"], "--threads", r"got 0"),
+    (["--bos-id", "-1"], "--bos-id", r"got -1"),
+    (["--bos-id", "1024"], "--bos-id", r"--bos-id 1024 is not a token of the model's 1024-token vocabulary"),
+    (["--ttt", "lora", "--seq-len", str(10**12)], "--seq-len", r"got 1000000000000"),
+    (["--ttt", "lora", "--stride", "64"], "--stride", r"context 32 \(--seq-len\) must be a multiple of the chunk 64"),
+    (["--ttt", "sgd", "--stride", "0"], "--stride", r"got 0"),
+])
+def test_hostile_numbers_are_one_line_naming_the_flag_before_any_work(setup, capsys, monkeypatch, extra, flag, msg):
+    """0, negative, 10^12, NaN, inf and stride > seq: exit 2, one line naming the flag, and (but for
+    --bos-id, which needs the model's vocabulary) before the model or the shards are read."""
+    import golfpack.data.shards as shards
+
+    ck, shard, sp, _, _ = setup
+    if flag != "--bos-id":
+        def no_work(*a, **k):
+            raise AssertionError("the shards were read before the flags were checked")
+
+        monkeypatch.setattr(shards, "read_shards", no_work)
+    argv = ["eval", str(ck), "--val", str(shard), "--tokenizer", str(sp), "--seq-len", "32", "--device", "cpu"]
+    try:
+        rc = main(argv + extra)
+    except SystemExit as e:  # an argparse refusal: golfpack.cli's parser exits with one line
+        rc = e.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("golfpack eval: error:") and flag in lines[0], lines[0]
+    assert re.search(msg, lines[0]), lines[0]
+
+
+def test_ttt_config_files_are_bounded_above(tmp_path):
+    """The same bounds hold for a TTT config file: each of these ran for ever, allocated without end or
+    overflowed torch before (epochs 10^12, rank 10^12, seed 2^64, lr 10^12 gives NaN weights)."""
+    from golfpack.errors import GolfpackError
+    from golfpack.evaluate.ttt_config import TTTConfig
+
+    for over, msg in [({"epochs": 10**12}, "TTT epochs must be an integer in [1, 1000]"),
+                      ({"sgd_epochs": 10**12}, "TTT sgd_epochs"), ({"phases": 10**6}, "TTT phases"),
+                      ({"rank": 10**12}, "TTT rank must be an integer in [1, 4096]"),
+                      ({"doc_batch": 10**12}, "TTT doc_batch"), ({"sgd_batch": 10**9}, "TTT sgd_batch"),
+                      ({"context": 2**40, "chunk": 2**20}, "TTT context must be an integer in [1, 1048576]"),
+                      ({"doc_batch": 4096, "context": 8192, "chunk": 128}, "tokens per forward pass"),
+                      ({"seed": 2**64}, "TTT seed"), ({"seed": 2**5000}, "a 5001-bit integer"),
+                      ({"lr": 1e12}, "TTT lr must be a finite number in [0.0, 10]"), ({"sgd_lr": 1e3}, "TTT sgd_lr"),
+                      ({"weight_decay": 1e9}, "weight_decay"), ({"alpha": 1e300}, "TTT alpha"),
+                      ({"temperature": 1e-30}, "TTT temperature"), ({"temperature": 1e30}, "TTT temperature"),
+                      ({"eps": 10.0}, "TTT eps"), ({"max_doc_len": 10**15}, "TTT max_doc_len"),
+                      ({"prefix_docs": 10**15}, "TTT prefix_docs"), ({"sgd_chunk_tokens": 10**15}, "sgd_chunk_tokens")]:
+        with pytest.raises(GolfpackError, match=re.escape(msg)):
+            TTTConfig.for_method("phased", over)
+    # the records' own settings and the limits themselves are accepted
+    TTTConfig.for_method("phased", {"epochs": 1000, "rank": 4096, "lr": 10, "temperature": 0.001, "seed": 2**63 - 1})
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["export", "x.gp", "-o", "rec", "--seq-len", "0"], "--seq-len"),
+    (["export", "x.gp", "-o", "rec", "--stride", "inf"], "--stride"),
+    (["submit", "x.pt", "-o", "rec", "--budget", "16000000", "--max-tokens", str(10**12)], "--max-tokens"),
+    (["submit", "x.pt", "-o", "rec", "--budget", "16000000", "--seq-len", "nan"], "--seq-len"),
+    (["check", "rec", "--cap", "-1"], "--cap"),
+    (["check", "rec", "--prefix", "0"], "--prefix"),
+])
+def test_export_submit_and_check_numbers_are_bounded_too(argv, flag, capsys):
+    """The record commands take the same numbers; refused while parsing (no file here exists)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"golfpack {argv[0]}: error: argument {flag}: must be an integer in [1, "), lines[0]

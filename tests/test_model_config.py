@@ -132,3 +132,19 @@ def test_random_valid_configs_round_trip(layers, heads, kv_div, mult, data):
     sched = c.layer_schedule()
     assert sorted(set(sched)) == list(range(layers))
     assert c.num_skip_weights == len(sched) // 2
+
+
+@pytest.mark.parametrize("field, value", [("num_layers", 10**6), ("recur_repeats", 10**12), ("model_dim", 2**20),
+                                          ("vocab_size", 10**9), ("num_heads", 10**5), ("rope_train_seq_len", 2**40)])
+def test_gptconfig_itself_refuses_sizes_over_the_limits(field, value):
+    """GPTConfig's own validation applies LIMITS (the checkpoint readers also check the raw dict first,
+    but a config built in Python or from `--config CFG.json` has only this guard)."""
+    from golfpack.model.config import LIMITS
+
+    over = {field: value}
+    if field == "recur_repeats":
+        over.update(recur_start=0, recur_end=1)
+    with pytest.raises(GolfpackError, match=rf"{field} {value} exceeds the limit {LIMITS[field]}"):
+        GPTConfig(**over)
+    with pytest.raises(GolfpackError, match=rf"{field} {value} exceeds the limit"):
+        GPTConfig.from_json(json.dumps(GPTConfig().to_dict() | over))

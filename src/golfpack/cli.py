@@ -26,8 +26,18 @@ _COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line naming the flag, like every other golfpack error (exit 2).
+
+    argparse would print the whole usage first; --help still shows it. Subcommand parsers are made
+    with this class too (add_subparsers uses the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="golfpack",
         description="Artifact codec and evaluator for Parameter Golf language models.",
     )

@@ -41,9 +41,8 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 # One JSON string literal (the "unrolled loop" form: linear, no backtracking blow-up).
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_BRACKET_STEP = np.zeros(256, dtype=np.int8)  # byte -> +1 opens, -1 closes, 0 otherwise
-_BRACKET_STEP[[ord("["), ord("{")]] = 1
-_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}:")))  # bytes.translate deletes these
+_BRACKET_STEP = bytes.maketrans(b"[{]}:", b"\x01\x01\xff\xff\x00")  # as int8: +1 opens, -1 closes
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]', re.S)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -139,25 +138,48 @@ def check_value(obj: Any, what: str, *, max_depth: int = MAX_DEPTH, error: type[
             raise error(f"{_where(what, path)}: a {type(v).__name__} is not a JSON value")
 
 
-def _max_depth_of(text: str, stop: int) -> int:
-    """Deepest bracket nesting of JSON text (or the first depth past `stop`), linear, no recursion.
+def _bracket_scan(text: str, stop: int) -> tuple[int, int, int]:
+    """(deepest bracket nesting, objects opened, object members) of JSON text, linear, no recursion.
 
-    Strings are cut out first so brackets inside them do not count. For valid
-    JSON this is the exact nesting depth. For invalid JSON it is exact up to
-    the first error, which is as far as json.loads would recurse. numpy does the
-    counting: a Python loop over a 64 MiB manifest would take seconds.
+    The depth is exact for valid JSON (for invalid JSON, up to the first error, which is as far as
+    json.loads would recurse); the scan stops once it passes `stop`. Strings are cut out first, so
+    brackets inside them do not count, every '{' left opens an object and every ':' is one member
+    (a key and its value) of one. Memory stays at a
+    fraction of the text: bytes.translate keeps only the brackets (numpy's byte-indexed lookup
+    would first widen the whole text to 8-byte indices), and the running sum goes in chunks.
     """
-    b = np.frombuffer(_STRING.sub("", text).encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    steps = _BRACKET_STEP[b]
-    steps = steps[steps != 0]
-    depth = best = 0
-    for i in range(0, len(steps), 1 << 22):  # chunks: bounded memory for the running sum
-        run = np.cumsum(steps[i : i + (1 << 22)], dtype=np.int64) + depth
+    depth = best = objects = members = 0
+    for chunk in _outside_strings(text):
+        brackets = chunk.encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKETS)
+        if not brackets:
+            continue
+        objects += brackets.count(b"{")
+        members += brackets.count(b":")
+        run = np.cumsum(np.frombuffer(brackets.translate(_BRACKET_STEP), dtype=np.int8), dtype=np.int64) + depth
         best = max(best, int(run.max()))
         depth = int(run[-1])
         if best > stop:
             break
-    return best
+    return best, objects, members
+
+
+def _outside_strings(text: str, size: int = 1 << 20):
+    """The text with its string literals cut out, in pieces of about `size` characters.
+
+    Pieces, not one `_STRING.sub` result: sub builds a list of every gap between strings first, and
+    a header of 10^6 tensors has 4 x 10^6 of them (250 MB of small str objects)."""
+    parts, have, last = [], 0, 0
+    for m in _STRING.finditer(text):
+        gap = text[last:m.start()]
+        last = m.end()
+        if gap:
+            parts.append(gap)
+            have += len(gap)
+            if have >= size:
+                yield "".join(parts)
+                parts, have = [], 0
+    parts.append(text[last:])
+    yield "".join(parts)
 
 
 def _deep_path(text: str, max_depth: int):
@@ -198,10 +220,24 @@ def _deep_path(text: str, max_depth: int):
     return None
 
 
-def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, max_int_digits: int = MAX_INT_DIGITS) -> Any:
+class TooManyObjects(FormatError):
+    """loads_bounded refused more than its max_objects (kind "objects") or max_members (kind "members");
+    `count` is how many the text holds."""
+
+    def __init__(self, message: str, count: int, kind: str):
+        super().__init__(message)
+        self.count, self.kind = count, kind
+
+
+def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, max_int_digits: int = MAX_INT_DIGITS,
+                  max_objects: int | None = None, max_members: int | None = None) -> Any:
     """Parse JSON from an untrusted source, or raise FormatError naming `what` (see the module doc).
 
-    `what` names the input in messages, e.g. "manifest" or "/path/config.json".
+    `what` names the input in messages, e.g. "manifest" or "/path/config.json". `max_objects` refuses
+    (TooManyObjects) text that opens more JSON objects than that, counted by the linear bracket scan
+    before json.loads builds any: a count the caller would refuse anyway is refused before its Python
+    objects cost ten times the text (10^6 tensors in a safetensors header: 66 MB of text, 700 MB of dicts).
+    `max_members` does the same for key-value pairs in all objects (10^6 names in one weight_map).
     """
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
@@ -212,13 +248,18 @@ def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, m
         raise FormatError(f"{what}: expected JSON text, got {type(text).__name__}")
 
     # Depth first, before json.loads: its C scanner recurses per level (RecursionError, or worse).
-    depth = _max_depth_of(text, max_depth)
+    depth, n_objects, n_members = _bracket_scan(text, max_depth)
     if depth > max_depth:
         found = _deep_path(text, max_depth)
         if found is None:
             raise FormatError(f"{what}: JSON nested deeper than {max_depth} levels")
         path, pos = found
         raise FormatError(f"{_where(what, path)}: JSON nested deeper than {max_depth} levels (at character {pos})")
+
+    if max_objects is not None and n_objects > max_objects:  # before json.loads builds any of them
+        raise TooManyObjects(f"{what}: {n_objects} JSON objects, over the limit of {max_objects}", n_objects, "objects")
+    if max_members is not None and n_members > max_members:
+        raise TooManyObjects(f"{what}: {n_members} JSON object members, over the limit of {max_members}", n_members, "members")
 
     flagged = False  # set when a hook returned a placeholder: then the walk names its path
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from golfpack.errors import FormatError, GolfpackError
-from golfpack.safe_json import loads_bounded
+from golfpack.safe_json import TooManyObjects, loads_bounded
 
 MAX_HEADER_BYTES = 100_000_000
 
@@ -50,6 +50,7 @@ MAX_NDIM = 8
 MAX_DIM = 1 << 40
 MAX_TOTAL_ELEMENTS = 1 << 30  # per checkpoint, as per artifact
 MAX_TENSORS = 1 << 16  # per checkpoint: a 256-layer GPT has ~4,000; a count past this is an attack
+MAX_META_MEMBERS = 4096  # __metadata__ (or an index's metadata) entries: golfpack writes 2
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
@@ -144,8 +145,23 @@ def read_header(f, where: str, file_size: int):
         raise FormatError(f"{where}: safetensors header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit")
     if 8 + n > file_size:
         raise FormatError(f"{where}: truncated: header claims {n} bytes but the file has {file_size - 8} after the length")
-    # Bounded like the artifact manifest: depth, integer digits, finite floats, duplicate keys.
-    header = loads_bounded(f.read(n), f"{where}: safetensors header")
+    # Bounded like the artifact manifest: depth, integer digits, finite floats, duplicate keys. A valid
+    # header has one object per tensor plus the root and __metadata__: past that the parse stops.
+    # Decoded here so that the raw bytes are freed before the parse (a 100 MB header is held once).
+    try:
+        text = f.read(n).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{where}: safetensors header: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        header = loads_bounded(text, f"{where}: safetensors header", max_objects=MAX_TENSORS + 2,
+                               max_members=4 * MAX_TENSORS + 1 + MAX_META_MEMBERS)
+    except TooManyObjects as e:  # one object (of 3 members, under 1 name) per tensor, plus the root and __metadata__
+        if e.kind == "members":
+            raise FormatError(f"{where}: header holds {e.count} names, more than the limit of {MAX_TENSORS} tensors "
+                              f"(4 names each) + {MAX_META_MEMBERS} metadata entries") from None
+        raise FormatError(f"{where}: header opens {e.count} JSON objects, more than the limit of {MAX_TENSORS} "
+                          "tensors per checkpoint") from None
+    del text
     if not isinstance(header, dict):
         raise FormatError(f"{where}: safetensors header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
@@ -220,7 +236,13 @@ def load_sharded(index_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     from golfpack.input_files import confined_file, read_regular
 
     index_path = Path(index_path)
-    index = loads_bounded(read_regular(index_path, "sharded index", MAX_HEADER_BYTES), f"{index_path}: index")
+    # At most MAX_TENSORS weight_map entries, plus room for metadata: counted before the parse builds them.
+    try:
+        index = loads_bounded(read_regular(index_path, "sharded index", MAX_HEADER_BYTES), f"{index_path}: index",
+                              max_members=MAX_TENSORS + MAX_META_MEMBERS)
+    except TooManyObjects as e:
+        raise FormatError(f"{index_path}: index holds {e.count} names, more than the limit of {MAX_TENSORS} tensors "
+                          f"(+ {MAX_META_MEMBERS} metadata entries)") from None
     wmap = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(wmap, dict) or not wmap:
         raise FormatError(f"{index_path}: index has no 'weight_map' object")

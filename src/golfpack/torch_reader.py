@@ -24,6 +24,7 @@ import contextlib
 import lzma
 import os
 import tempfile
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -128,8 +129,17 @@ def _load_zip_file(path: Path, where: str):
         size = os.fstat(f.fileno()).st_size
         check_zip(f, size, where)
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        # torch warns while unpickling some of what check_tensor then refuses (sparse CSR is "beta",
+        # quantized and TypedStorage are "deprecated"): noise on stderr before the one error line, and
+        # about torch, not the file. The refusal names the tensor and its kind.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises many types for bad pickles; report one clear line
+        if "resize storage that is not resizable" in str(e):
+            # a view that reaches past its storage: torch would grow the storage, which a mapped file cannot
+            raise FormatError(f"{where}: a tensor's view reaches past the end of its storage (refused by the "
+                              "weights-only torch loader, which maps storages from the file)") from None
         raise FormatError(f"{where}: refused by the weights-only torch loader ({_first_line(e)})") from None
 
 
