@@ -64,15 +64,20 @@ class PlannerConfig:
     screen: bool = True  # RTN grid screened by the diagonal prediction before exact prediction and GPTQ
     measured_bytes: bool = True  # scale each tensor's byte estimates by its last measured encode (plan())
     # how candidates' bytes are estimated: "order0" (one rANS stream + 2 bytes a scale) or
-    # "rans_rc" (codec.byte_model: the writer's cell model, priced near each tensor's hull)
+    # "rans_rc" (codec.byte_model: the writer's cell model, priced near each tensor's hull). Opt-in:
+    # with the planner's per-tensor measured-bytes correction the order-0 ranking already prices
+    # within ~1%, and at the GPTQ int6 export's bytes of the 9x512 rans_rc measured 1.571482 bpb
+    # (7,366,282 B) against order0's 1.570813 (7,372,648 B) (benchmarks/RESULTS.md, issue 19).
     byte_model: str = "order0"
     # float32 tensors the planner stores as floats (control vectors) may be stored as float16 where
     # the calibration's diagonal Fisher says the rounding is worth its bytes
     float16_floats: bool = True
     # distillation of the chosen plan's scales and float tensors (codec.tune); 0 epochs: none.
-    # Opt-in: on the GPU-trained 9x512 it lowered c4_val bpb by 0.0004-0.0013 but raised the KL on
-    # held-out calibration sequences, so its own acceptance check refused it, after a minute of CPU
-    # (benchmarks/RESULTS.md, issue 18). A default must not cost time for a refused result.
+    # Opt-in. Trained on the 28 calibration sequences it overfits (held-out KL up, refused); on 128
+    # sequences of its own (`encode --tune-epochs 2 --tune-seqs 128`) it was accepted on the
+    # GPU-trained 9x512 and took the c4_val gap at the GPTQ int6 export's bytes from 52.6% to 48.0%
+    # of that export's, for ~1-2 CPU minutes (benchmarks/RESULTS.md, issue 18). It stays off by
+    # default because it needs sequences beyond the calibration's and a teacher forward per step.
     tune_epochs: float = 0.0
     tune_lr: float = 1e-3
     device: str | None = None  # where GPTQ's column loop runs (None: CPU)
