@@ -15,6 +15,15 @@
         8,192-token batch's CPU time), encoded with the seed's own recipe and with golfpack's planner
         at min(seed total, 16,000,000) bytes (code bytes included); prints one JSON line (stage
         progress on stderr)
+    python benchmarks/recipes_bench.py tensors NAME CHECKPOINT TRAIN_SHARD VAL_SHARD OUT_JSON
+        per tensor of a tiny-scale checkpoint (what `recipe run --scale tiny` trained): the seed
+        recipe's and the default planner's choice at the seed's total bytes, its bytes, predicted
+        dloss, first-order term, and the measured loss change of that tensor alone swapped into the
+        float model, on 32 val sequences of 128 and on the calibration sequences
+    python benchmarks/recipes_bench.py zscore CHECKPOINT SHARD N_SEQS SEQ_LEN
+        the first-order terms of RTN candidates (int2/3/4/6, mse clip, and the tensor zeroed) of
+        every quantizable matrix in units of their calibration noise sqrt(2 dloss / T)
+        (codec.calib.TensorStats.planning_cost): |z| quantiles per width
 """
 from __future__ import annotations
 
@@ -112,6 +121,97 @@ def full(name: str, calib_shard: str, out: Path, planner: str, steps: int, batch
                       "planner_iterations": len(planned.report["iterations"]), "threads": torch.get_num_threads()}))
 
 
+def _config(ck):
+    from golfpack.model import GPTConfig
+
+    if ck.config is None:
+        return None
+    return ck.config if isinstance(ck.config, GPTConfig) else GPTConfig.from_dict(dict(ck.config))
+
+
+def tensors(name: str, ckpt: str, train: str, val: str, out: Path) -> None:
+    import torch
+
+    from golfpack import recipes
+    from golfpack.checkpoint import read_checkpoint
+    from golfpack.codec.calib import calibrate, measure_loss, measure_with, sequences_from_shard
+    from golfpack.codec.container import parse_artifact
+    from golfpack.codec.planner import plan
+    from golfpack.model.load import from_state_dict
+    from golfpack.recipes.runner import SCALE_DEFAULTS, code_bytes_for, planner_config
+    from golfpack.recipes.seed_codec import encode_seed
+
+    torch.set_num_threads(1)
+    ck = read_checkpoint(ckpt)
+    cfg = _config(ck)
+    r = recipes.get(name).at_scale("tiny", vocab_size=cfg.vocab_size)
+    fm = from_state_dict(ck.state_dict(), cfg)
+    d = SCALE_DEFAULTS["tiny"]
+    cal = calibrate(fm, shard=train, n_seqs=d["calib_seqs"], seq_len=d["calib_len"])
+    code = code_bytes_for(r, ck)
+    res = {"seed": encode_seed(ck, r.codec, cal, code)}
+    res["planner"] = plan(ck, res["seed"].report["total_bytes"], cal, planner_config("default", None, r.codec.min_numel),
+                          (), code)
+    vseq = sequences_from_shard(val, 32, 128, seed=1)
+    base = {"val": measure_loss(fm, vseq), "cal": measure_loss(fm, cal.seqs)}
+    seqs = {"val": vseq, "cal": cal.seqs}
+    summary, rows = {}, {}
+    sd = ck.state_dict()
+    for k, x in res.items():
+        art = parse_artifact(x.artifact).state_dict()
+        m = from_state_dict({n: v.float() for n, v in art.items()}, cfg)
+        summary[k] = {"total_bytes": x.report["total_bytes"], "predicted_dloss": x.report["predicted_dloss"],
+                      **{f"measured_{s}": measure_loss(m, seqs[s]) - base[s] for s in seqs}}
+        for t in x.report["tensors"]:
+            n, w = t["name"], art[t["name"]].float()
+            same = torch.equal(w, sd[n].float())
+            rows.setdefault(n, {})[k] = {
+                "label": t["label"], "bytes": t["bytes"], "dloss": t["dloss"], "first_order": t["first_order"],
+                **{f"measured_{s}": 0.0 if same else measure_with(fm, seqs[s], {n: w}) - base[s] for s in seqs}}
+    out.write_text(json.dumps({"recipe": name, "checkpoint": ckpt, "summary": summary, "tensors": rows}, indent=1))
+    print(json.dumps(summary))
+    for n, rec in rows.items():
+        print(n, " | ".join(f"{k}: {v['label']} {v['bytes']:,} B pred {v['dloss']:.2e} first {v['first_order']:+.2e} "
+                             f"val {v['measured_val']:+.2e}" for k, v in rec.items()))
+
+
+def zscore(ckpt: str, shard: str, n_seqs: int, seq_len: int) -> None:
+    import math
+
+    import numpy as np
+    import torch
+
+    from golfpack.checkpoint import read_checkpoint
+    from golfpack.codec import spec
+    from golfpack.codec.calib import calibrate
+    from golfpack.codec.candidates import TensorCandidates
+    from golfpack.codec.planner import _source_tensor
+    from golfpack.model.load import from_state_dict
+
+    torch.set_num_threads(1)
+    ck = read_checkpoint(ckpt)
+    cal = calibrate(from_state_dict(ck.state_dict(), _config(ck)), shard=shard, n_seqs=n_seqs, seq_len=seq_len)
+    zs: dict = {}
+    for name in ck.order:
+        w = _source_tensor(ck, name)
+        if name not in cal.stats or not (w.is_floating_point() and spec.quantizable(name, tuple(w.shape), 4096)):
+            continue
+        s = cal.stats[name]
+        g = TensorCandidates(name, w, s)
+        errs = {f"int{b}": g.add_quantized("rtn", b, "mse").q.dequantize() - g.w for b in (2, 3, 4, 6)}
+        errs["zeroed"] = -g.w
+        for k, d in errs.items():
+            dl = s.predict(d)
+            zs.setdefault(k, []).append(s.first_order(d) / math.sqrt(max(2 * dl / cal.tokens, 1e-30)))
+    out = {"checkpoint": ckpt, "calib_tokens": cal.tokens}
+    for k, v in zs.items():
+        a = np.abs(np.asarray(v))
+        out[k] = {"n": len(v), "median_abs_z": round(float(np.median(a)), 2),
+                  "p90_abs_z": round(float(np.percentile(a, 90)), 2), "max_abs_z": round(float(a.max()), 2),
+                  "mean_z": round(float(np.mean(v)), 2)}
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[:1] == ["sp8192"]:
@@ -120,5 +220,9 @@ if __name__ == "__main__":
         opt = dict(zip(a[4::2], a[5::2]))
         full(a[1], a[2], Path(a[3]), opt.get("--planner", "fast"), int(opt.get("--steps", 8)),
              int(opt.get("--batch-tokens", 2048)))
+    elif a[:1] == ["tensors"] and len(a) == 6:
+        tensors(a[1], a[2], a[3], a[4], Path(a[5]))
+    elif a[:1] == ["zscore"] and len(a) == 5:
+        zscore(a[1], a[2], int(a[3]), int(a[4]))
     else:
         sys.exit(__doc__)
