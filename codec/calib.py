@@ -37,6 +37,11 @@ from golfpack.errors import GolfpackError
 
 
 SMALL_FISHER_NUMEL = 1 << 20  # collect() keeps a diagonal Fisher for unhooked tensors up to this size
+# How many standard errors of calibration noise a first-order term must exceed before the planner
+# counts it (TensorStats.planning_cost). On the GPU-trained 9x512 the z-scores of RTN candidates'
+# first-order terms are standard normal (median |z| 0.6-0.8, max 3.1 over 275 candidates); on a
+# model trained two CPU minutes they reach 30-200 (benchmarks/RESULTS.md, "Seed recipes").
+FIRST_ORDER_Z = 4.0
 
 
 @dataclass
@@ -51,6 +56,25 @@ class TensorStats:
     # float64, same shape as the weight: a diagonal Fisher for the tensors no hook sees (control
     # vectors, skip weights), from the squares of per-batch gradients (collect's docstring)
     F_diag: torch.Tensor | None = None
+    tokens: int = 0  # calibration tokens behind `grad` (0: unknown; planning_cost then ignores it)
+
+    def planning_cost(self, dloss: float, first_order: float) -> float:
+        """The loss increase the planner minimizes: the second-order prediction plus the part of a
+        positive first-order term that calibration noise cannot explain.
+
+        Near a minimum of the training loss the calibration gradient is noise: the first-order term
+        of an error dW is the mean over T tokens of g_t . dW x_t, whose per-token second moment is
+        2 * dloss (the same empirical Fisher), so under "no systematic gradient" it is ~N(0, 2 dloss / T).
+        A model far from a minimum (trained a few minutes) has a systematic gradient, and there the
+        first-order term is the loss change: zeroing a block's MLP predicted 1e-8 by the quadratic
+        and measured 1e-3, its first-order term 2e-3. So the planner adds max(0, fo - z * sigma),
+        z = FIRST_ORDER_Z: nothing on a trained model's noise, the measured cost where the gradient
+        is real. A negative term (an error that happens to descend the calibration loss) is not
+        credited: that would fit the calibration tokens."""
+        if self.tokens <= 0 or not first_order > 0:
+            return dloss
+        noise = FIRST_ORDER_Z * math.sqrt(2.0 * max(dloss, 0.0) / self.tokens)
+        return dloss + max(0.0, first_order - noise)
 
     def col_weight(self) -> torch.Tensor | None:
         """diag(H) as float32 (what the MSE clip search weights columns by)."""
@@ -350,9 +374,11 @@ def collect(model, seqs: torch.Tensor, batch: int = 8, source: str = "", progres
         if acc.F is not None:
             s.F_lookup = (acc.F / T).to(cpu)
         s.grad = grads.get(name)
+        s.tokens = n_tok
         if s.H is not None or s.F_lookup is not None:
             stats[name] = s
-    small_stats = {name: TensorStats(F_diag=(f / T).to(cpu), grad=grads.get(name)) for name, f in f_diag.items()}
+    small_stats = {name: TensorStats(F_diag=(f / T).to(cpu), grad=grads.get(name), tokens=n_tok)
+                   for name, f in f_diag.items()}
     return Calibration(stats=stats, seqs=seqs, base_loss=loss_sum / T, source=source,
                        seconds=time.perf_counter() - t0, float_stats=small_stats)
 

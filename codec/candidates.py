@@ -4,8 +4,10 @@ A candidate is a `Choice` (method, bits, clip, clip multiplier, prune
 fraction, LQER rank) plus what it costs:
 
     dloss        predicted loss increase in nats/token (calib.TensorStats.predict: the K-FAC /
-                 Hessian-weighted error; the planner minimizes the sum of these)
-    first_order  <grad, dW> on the calibration tokens (reported beside dloss, not optimized)
+                 Hessian-weighted error, plus the part of a positive first-order term that
+                 calibration noise cannot explain: TensorStats.planning_cost; the planner
+                 minimizes the sum of these)
+    first_order  <grad, dW> on the calibration tokens (reported beside dloss)
     est_bytes    the symbols as one rANS stream + 2 bytes per fp16 scale (+ the LQER factors'
                  streams): an upper bound of what the container stores, which keeps the smallest
                  of several coders per stream
@@ -220,7 +222,8 @@ class TensorCandidates:
         d = w_hat.reshape(self.w.shape).to(torch.float32) - self.w
         if self.stats is None:
             return self.kappa * float(d.to(torch.float64).pow(2).sum()), 0.0
-        return self.stats.predict_fast(d), self.stats.first_order(d)
+        dl, fo = self.stats.predict_fast(d), self.stats.first_order(d)
+        return self.stats.planning_cost(dl, fo), fo
 
     def _col_weight(self):
         return None if self.stats is None else self.stats.col_weight()

@@ -421,7 +421,7 @@ def _print_plan(report: dict, plan_report: dict) -> None:
     print(line)
     pred = f"predicted loss increase {report['predicted_dloss']:.3e} nats/token"
     if report.get("measured_dloss") is not None:
-        pred += (f" (+ first-order {report['predicted_dloss_first_order']:.3e}); measured on the calibration tokens "
+        pred += (f" (first-order term {report['predicted_dloss_first_order']:.3e}); measured on the calibration tokens "
                  f"{report['measured_dloss']:.3e}")
     print(pred)
 

@@ -243,7 +243,8 @@ def _float16_candidate(ck, name: str, w: torch.Tensor, calib, cfg: PlannerConfig
     if not bool(torch.isfinite(h).all()):
         return None
     d = h.to(w.dtype) - w
-    return Candidate(Choice("float16"), st.predict(d), st.first_order(d), 2 * w.numel())
+    fo = st.first_order(d)
+    return Candidate(Choice("float16"), st.planning_cost(st.predict(d), fo), fo, 2 * w.numel())
 
 
 def _grid_specs(g: TensorCandidates, rule, cfg: PlannerConfig) -> list[tuple[int, str, float]]:
@@ -688,7 +689,8 @@ def _predicted(stats, w_hat: torch.Tensor, w: torch.Tensor, old: Candidate) -> t
         return old.dloss, old.first_order
     d = w_hat.reshape(w.shape).to(torch.float32) - w.to(torch.float32)
     d = d.reshape(d.shape[0], -1) if d.dim() >= 2 else d
-    return stats.predict(d), stats.first_order(d)
+    fo = stats.first_order(d)
+    return stats.planning_cost(stats.predict(d), fo), fo
 
 
 def _report(ck, items, chosen, data, budget, code_bytes, cfg, calib, history, t_cands, seconds, max_est) -> dict:

@@ -166,6 +166,37 @@ def test_predict_is_its_formula():
     assert C.TensorStats().predict(dW) == 0.0 and C.TensorStats().first_order(dW) == 0.0
 
 
+def test_planning_cost_counts_a_first_order_term_only_beyond_calibration_noise():
+    s = C.TensorStats(tokens=1000)
+    noise = C.FIRST_ORDER_Z * (2 * 1e-6 / 1000) ** 0.5  # z standard errors of the mean g . dW x
+    assert s.planning_cost(1e-6, 0.5 * noise) == 1e-6  # explained by noise: the quadratic alone
+    assert s.planning_cost(1e-6, noise + 3e-4) == pytest.approx(1e-6 + 3e-4, rel=1e-9)
+    assert s.planning_cost(1e-6, -1.0) == 1e-6  # a descent of the calibration loss is not credited
+    assert C.TensorStats().planning_cost(1e-6, 1.0) == 1e-6  # no token count: nothing to judge it by
+    # more tokens, less noise: the same term counts more
+    assert C.TensorStats(tokens=10 ** 6).planning_cost(1e-6, 2 * noise) > s.planning_cost(1e-6, 2 * noise)
+
+
+def test_collect_records_the_tokens_behind_each_gradient_and_candidates_pay_a_real_gradient():
+    from golfpack.codec.candidates import TensorCandidates
+
+    model = tiny_model(3)
+    cal = C.collect(model, _seqs())
+    assert all(s.tokens == cal.tokens for s in list(cal.stats.values()) + list(cal.float_stats.values()))
+    name = "blocks.0.mlp.proj.weight"
+    s = cal.stats[name]
+    w = dict(model.named_parameters())[name].detach()
+    g = TensorCandidates(name, w, s)
+    # an error straight up the gradient: its first-order term is far beyond the noise, so the cost
+    # the planner minimizes is (almost) the first-order term, not the quadratic
+    d = s.grad / s.grad.norm() * 0.05 * w.norm()
+    dl, fo = g.cost(w + d)
+    assert fo > 0 and fo == pytest.approx(float((s.grad.double() * d.double()).sum()), rel=1e-5)
+    assert dl > 100 * s.predict(d) and dl == pytest.approx(s.planning_cost(s.predict_fast(d), fo), rel=1e-9)
+    dl_down, fo_down = g.cost(w - d)  # the same error down the gradient: the quadratic alone
+    assert fo_down < 0 and dl_down == pytest.approx(s.predict_fast(-d), rel=1e-9)
+
+
 def test_predict_on_collected_statistics_is_its_formula():
     model = tiny_model(3)
     cal = C.collect(model, _seqs())

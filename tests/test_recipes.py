@@ -81,6 +81,44 @@ def test_recipe_runs_end_to_end_tiny(name, tiny_data, tmp_path):
     assert "| seed recipe |" in md and "| golfpack planner |" in md
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _recipe_rank(rank, world, port, out):
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from golfpack.recipes.runner import RunOptions, run_recipe
+
+    r = run_recipe("pr596", RunOptions(scale="tiny", steps=2, out=out, eval_tokens=512, planner="fast",
+                                       quiet=True))
+    (__import__("pathlib").Path(out) / f"rank{rank}.json").write_text(json.dumps(r))
+
+
+@pytest.mark.slow
+def test_recipe_run_under_two_gloo_ranks(tmp_path):
+    """`recipe run` under torchrun (two gloo ranks) on the demo data: rank 0 alone makes the
+    tokenizer and shards (two ranks writing the same files raced; a 2-rank run hung), training is
+    distributed, both ranks encode the same artifacts and score them the same."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "run"
+    mp.spawn(_recipe_rank, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    r0, r1 = (json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1))
+    assert "data" in r0["stage_seconds"] and "data" not in r1["stage_seconds"]
+    assert r0["tokenizer"] == r1["tokenizer"] and r0["train_shards"] == r1["train_shards"]
+    assert json.loads((out / "ckpt" / "train_log.json").read_text())["world_size"] == 2
+    for a, b in zip(r0["rows"], r1["rows"]):
+        assert a["total_bytes"] == b["total_bytes"] and a["bpb_quant"] == b["bpb_quant"]
+    assert (out / "results.json").is_file()
+
+
 # ----------------------------------------------------------------------------- full scale
 
 

@@ -15,8 +15,11 @@ Python standard library's sources, golfpack.data.corpus.stdlib_corpus) tokenized
 or with a SentencePiece BPE trained here (vocab 1024 at tiny scale, the seed's vocab at full scale).
 Calibration reads the train shard, never the val shard.
 
-Under torchrun training is distributed (golfpack.train.trainer); every rank then encodes the same
-artifacts (deterministic) and the evals split their batches over the ranks; rank 0 writes.
+Under torchrun the run joins one process group for its whole life (run_recipe): rank 0 alone
+prepares the demo data (tokenizer and shards: two ranks writing the same files raced, and a
+2-rank run hung), training is distributed (golfpack.train.trainer, which keeps a group it did not
+create), every rank then encodes the same artifacts (deterministic) and the evals split their
+batches over the ranks; rank 0 writes.
 """
 from __future__ import annotations
 
@@ -131,7 +134,6 @@ def run_recipe(name: str, o: RunOptions) -> dict:
     import torch
 
     from golfpack import recipes
-    from golfpack.data.bytes import build_byte_tables, load_sentencepiece
 
     _check_options(o)
     base = recipes.get(name)
@@ -149,7 +151,30 @@ def run_recipe(name: str, o: RunOptions) -> dict:
     clock = _Clock(o.stages)
     t_all = time.perf_counter()
 
-    tok, train_shards, val_shard = _data(base, o, out, clock, say)
+    from golfpack.evaluate.distributed import init_if_needed
+
+    group_here = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    world = init_if_needed(torch.device(o.device)).world
+    # after an error there is no meeting: the other ranks may never arrive
+    result = _run(name, base, o, out, rank, world, show, say, clock, t_all)
+    if world > 1 and group_here:
+        torch.distributed.barrier()  # leave together (train.distributed.teardown says why)
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def _run(name, base, o: RunOptions, out: Path, rank: int, world: int, show: bool, say, clock: _Clock,
+         t_all: float) -> dict:
+    import torch
+
+    from golfpack.data.bytes import build_byte_tables, load_sentencepiece
+
+    if world > 1:  # rank 0 prepares the data, the others take its paths
+        box = [_data(base, o, out, clock, say) if rank == 0 else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        tok, train_shards, val_shard = box[0]
+    else:
+        tok, train_shards, val_shard = _data(base, o, out, clock, say)
     vocab = int(load_sentencepiece(tok).get_piece_size())
     recipe = base.at_scale(o.scale, vocab_size=vocab)
     recipe.validate()
@@ -186,11 +211,7 @@ def run_recipe(name: str, o: RunOptions) -> dict:
             train_log = clock.run("train", train, mcfg, tcfg, train_shards, out / "ckpt", device=o.device,
                                   show_progress=show)
         src = str(out / "ckpt")
-        # the trainer tears its process group down; under torchrun the ranks meet again here so
-        # that none reads the checkpoint before rank 0 has written it
-        from golfpack.evaluate.distributed import init_if_needed
-
-        if init_if_needed(torch.device(o.device)).world > 1:
+        if world > 1:  # none reads the checkpoint before rank 0 has written it
             torch.distributed.barrier()
     ck = read_checkpoint(src)
     if ck.config is None:
