@@ -53,11 +53,11 @@ def params_of(src: Path) -> int:
     return read_checkpoint(src).num_params()
 
 
-def encode_row(name: str, src: Path, bpp: float, tmp: Path) -> dict:
+def encode_row(name: str, src: Path, bpp: float, tmp: Path, extra: list[str] = ()) -> dict:
     n = params_of(src)
     budget = int(round(bpp * n))
     cmd = [sys.executable, "-m", "golfpack.cli", "encode", str(src), "-o", str(tmp / f"{name}.gp"),
-           "--budget", str(budget), "--calib", str(CALIB), "--json", "--quiet"]
+           "--budget", str(budget), "--calib", str(CALIB), "--json", "--quiet", *extra]
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -80,7 +80,8 @@ def markdown(rows: list[dict]) -> str:
            "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(stages) + "---:|"]
     for r in rows:
         st = r["stage_seconds"]
-        out.append(f"| {r['model']} | {r['params']:,} | {r['budget']:,} | {r['total_bytes']:,} | {r['wall_s']} | "
+        label = r["model"] + (f" `{r['encode_args']}`" if r.get("encode_args") else "")
+        out.append(f"| {label} | {r['params']:,} | {r['budget']:,} | {r['total_bytes']:,} | {r['wall_s']} | "
                    f"{r['cpu_s']} | {r['peak_rss_gb']} | {r['load_at_start']} | "
                    + " | ".join(str(st.get(s, "-")) for s in stages)
                    + f" | {r['wall_s'] / (r['params'] / 1e6):.1f} |")
@@ -92,7 +93,10 @@ def main() -> int:
     ap.add_argument("--models", default="7x384,9x512,11x512")
     ap.add_argument("--bytes-per-param", type=float, default=0.432)
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--encode-args", default="", metavar="ARGS",
+                    help="more encode options for every row, e.g. '--tune-epochs 2 --tune-seqs 128' (default none)")
     a = ap.parse_args()
+    extra = a.encode_args.split()
     if not CALIB.is_file():
         raise SystemExit(f"needs ../shared: {CALIB} is missing")
     rows = []
@@ -106,7 +110,8 @@ def main() -> int:
                 random_11x512(srcs[name])
             if name not in srcs:
                 raise SystemExit(f"unknown model {name!r} (7x384, 9x512, 11x512)")
-            rows.append(encode_row(name, srcs[name], a.bytes_per_param, tmp))
+            rows.append(encode_row(name, srcs[name], a.bytes_per_param, tmp, extra))
+            rows[-1]["encode_args"] = a.encode_args
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(markdown(rows))
     if a.out:
