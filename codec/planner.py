@@ -369,7 +369,13 @@ def build_items(ck, calib, cfg: PlannerConfig, rules=(), progress=None, timings:
         if cfg.lqer_ranks and g.w.numel() >= cfg.lqer_min_numel and len(g.shape) == 2:
             for c in cheap:
                 if c.choice.bits <= cfg.lqer_max_bits:
-                    g.add_lqer(c, cfg.lqer_ranks, cfg.lqer_bits)
+                    try:
+                        g.add_lqer(c, cfg.lqer_ranks, cfg.lqer_bits)
+                    except GolfpackError:
+                        # factors the stored fp16 scales cannot hold (seen on a randomly initialised
+                        # 11x512: the Hessian-weighted fit puts huge values on input directions no
+                        # calibration token reaches): this tensor simply has no LQER candidates
+                        break
         for c in lower_hull(g.cands):
             if c.q is None or 8 * c.est_bytes > cfg.variants_max_bpw * g.w.numel():
                 continue

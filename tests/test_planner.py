@@ -295,3 +295,25 @@ def test_rans_rc_byte_model_prices_the_hull_closer_to_the_streams_written(setup)
     assert enc_err["rans_rc"] < enc_err["order0"], enc_err
     with pytest.raises(GolfpackError, match="unknown byte model"):
         build_items(ck, cal, dataclasses.replace(CFG, byte_model="lzma"))
+
+
+def test_lqer_factors_that_cannot_be_stored_drop_only_those_candidates(setup, monkeypatch):
+    # an LQER fit whose factor scales overflow float16 (a random 11x512 hit it) must not end the
+    # encode: that tensor gets no LQER candidates, every other candidate stays
+    from golfpack.codec import candidates as CM
+
+    ck, cal = setup["ck"], setup["cal"]
+    real = CM.TensorCandidates.add_lqer
+    victim = next(it.name for it in setup["items"] if any(c.choice.rank for c in it.cands))
+
+    def add_lqer(self, base, ranks, bits):
+        if self.name == victim:
+            raise GolfpackError("scale 220424 overflows float16 (max 65504)")
+        return real(self, base, ranks, bits)
+
+    monkeypatch.setattr(CM.TensorCandidates, "add_lqer", add_lqer)
+    items = build_items(ck, cal, CFG)
+    by = {it.name: it for it in items}
+    assert not any(c.choice.rank for c in by[victim].cands)
+    assert any(c.choice.rank for it in items if it.name != victim for c in it.cands)
+    assert plan(ck, setup["qneed"] // 2, cal, CFG, items=items).report["within_budget"]
