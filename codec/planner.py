@@ -76,7 +76,7 @@ class PlannerConfig:
     # Opt-in. Trained on the 28 calibration sequences it overfits (held-out KL up, refused); on 128
     # sequences of its own (`encode --tune-epochs 2 --tune-seqs 128`) it was accepted on the
     # GPU-trained 9x512 and took the c4_val gap at the GPTQ int6 export's bytes from 52.6% to 48.0%
-    # of that export's, for ~1-2 CPU minutes (benchmarks/RESULTS.md, issue 18). It stays off by
+    # of that export's (50.7% with calibration seed 1), for ~1-2 CPU minutes (benchmarks/RESULTS.md, issue 18). It stays off by
     # default because it needs sequences beyond the calibration's and a teacher forward per step.
     tune_epochs: float = 0.0
     tune_lr: float = 1e-3
