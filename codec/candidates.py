@@ -384,9 +384,6 @@ class TensorCandidates:
         priced: that keeps the cost to the hull's neighbourhood (10-80 ms a candidate)."""
         from golfpack.codec import byte_model
 
-        quant = [c for c in self.cands if c.q is not None and c.q.symbols.numel()]
-        if not quant:
-            return 0
         pts = sorted(self.cands, key=lambda c: (c.dloss, c.est_bytes))
         todo, best = [], None  # best: the fewest bytes among candidates at most as lossy
         for c in pts:
