@@ -53,7 +53,7 @@ namespace golfpack {
 namespace rans {
 namespace {
 
-void histogram(const uint8_t* s, size_t n, uint64_t hist[256]) {
+void histogram_impl(const uint8_t* s, size_t n, uint64_t hist[256]) {
   // Four sub-histograms so runs of equal bytes do not serialize on one counter.
   std::vector<uint32_t> h(4 * 256, 0);
   size_t i = 0;
@@ -118,7 +118,7 @@ size_t table_size(const uint32_t freq[256]) {
   return std::min(l.dense, l.sparse);
 }
 
-std::vector<uint8_t> serialize_table(const uint32_t freq[256], int precision, int lane_code) {
+std::vector<uint8_t> serialize_table_impl(const uint32_t freq[256], int precision, int lane_code) {
   const Layout l = layout(freq);
   if (l.hi < 0) return {0};
   const bool sparse = l.sparse < l.dense;
@@ -146,6 +146,11 @@ double coded_bits(const uint64_t hist[256], const uint32_t freq[256], int precis
 }
 
 }  // namespace
+
+void histogram(const uint8_t* s, size_t n, uint64_t hist[256]) { histogram_impl(s, n, hist); }
+std::vector<uint8_t> serialize_table(const uint32_t freq[256], int precision, int lane_code) {
+  return serialize_table_impl(freq, precision, lane_code);
+}
 
 uint64_t symbol_hash(const uint8_t* p, uint64_t n) {
   // Four independent accumulators over 8-byte little-endian words (so the post-decode pass
@@ -257,7 +262,7 @@ std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int
   if (uint64_t(count) > kMaxCount) throw Error(nullptr, "more than 2^40 symbols");
   if (count == 0) return {0};  // the empty table, no payload
   uint64_t hist[256];
-  histogram(sym, count, hist);
+  histogram_impl(sym, count, hist);
   if (precision == 0) precision = choose_precision(hist, count);
   if (precision < kMinPrecision || precision > kMaxPrecision)
     throw Error(nullptr, "precision must be 0 (auto) or 12..15");
@@ -271,11 +276,11 @@ std::vector<uint8_t> encode(const uint8_t* sym, size_t count, int precision, int
     cum[s + 1] = cum[s] + freq[s];
     present += freq[s] != 0;
   }
-  if (present == 1) return serialize_table(freq, precision, 0);  // no payload (READ ME, 5)
+  if (present == 1) return serialize_table_impl(freq, precision, 0);  // no payload (READ ME, 5)
   if (max_lanes == 0) max_lanes = choose_lanes(coded_bits(hist, freq, precision) / 8.0);
   int lane_code = 0;
   while ((1 << lane_code) < max_lanes) ++lane_code;
-  std::vector<uint8_t> out = serialize_table(freq, precision, lane_code);
+  std::vector<uint8_t> out = serialize_table_impl(freq, precision, lane_code);
   const int lanes = int(std::min<size_t>(size_t(max_lanes), count));
   // Encode step for symbol s: x' = (x / f) << P | (x % f) + cum; renormalize first when
   // x >= f << (63 - P) (encoding would leave [L, 2^63)). Precompute the bound per symbol.

@@ -131,6 +131,12 @@ struct Table {
 // fix-up plus improving swaps; the objective is separable and convex).
 void normalize(const uint64_t hist[256], int precision, uint32_t freq[256]);
 
+// Shared with the rans_x32 coder (rans_x32.cpp), which stores the same §1 table:
+// hist = byte counts of s[0..n); serialize_table = the §1 bytes of a normalized table (dense or
+// sparse, whichever is smaller; lane code in bits 4-5 of the head byte).
+void histogram(const uint8_t* s, size_t n, uint64_t hist[256]);
+std::vector<uint8_t> serialize_table(const uint32_t freq[256], int precision, int lane_code);
+
 // Precision chosen by encode() when asked for 0 (auto): the P in 12..15 minimizing
 // serialized table + estimated payload bytes; ties go to the smaller P (faster decode).
 int choose_precision(const uint64_t hist[256], uint64_t count);
