@@ -135,7 +135,7 @@ class TensorEntry:
     def packs_directly(self) -> bool:
         """True when `packed_rows` can decode this tensor's symbols straight into packed rows:
         a row-scale matrix whose symbols are rans- or rans_rc-coded."""
-        return self.is_rowscale_matrix and self.streams["symbols"].coder in ("rans", "rans_rc")
+        return self.is_rowscale_matrix and self.streams["symbols"].coder in ("rans", "rans_rc", "rans_x32")
 
     def _decode(self, role: str) -> np.ndarray:
         s = self.streams[role]
@@ -206,16 +206,19 @@ def packed_rows(entries: list[TensorEntry], threads: int = 1) -> list[np.ndarray
     bad stream raises FormatError naming its tensor. The streams are decoded several at a time
     per core (golfpack._C.rans_decode_rows); `threads` > 1 spreads them over more cores.
     """
-    jobs, rc = [], []
+    jobs, rc, x32 = [], [], []
     for e in entries:
         if not e.packs_directly:
             raise GolfpackError(f"tensor {e.name!r} cannot be decoded straight into packed rows")
         s = e.streams["symbols"]
-        (rc if s.coder == "rans_rc" else jobs).append(e)
-    out = dict(zip((e.name for e in jobs), _C.rans_decode_rows(
-        [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in jobs], threads)))
+        {"rans_rc": rc, "rans_x32": x32}.get(s.coder, jobs).append(e)
+    out = {}
+    for group, native in ((jobs, _C.rans_decode_rows), (x32, _C.rans_x32_decode_rows)):
+        out.update(zip((e.name for e in group), native(
+            [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in group],
+            threads)))
     out.update(_rc_packed_rows(rc, threads))
-    for e in jobs:
+    for e in jobs + x32:
         if isinstance(out[e.name], str):
             raise FormatError(f"tensor {e.name!r}: symbols stream: {out[e.name]}")
     return [out[e.name] for e in entries]
@@ -407,9 +410,9 @@ def _parse_stream(tname: str, role: str, d, payload_len: int) -> StreamEntry:
         bits = d["bits"]
     _req("S5", isinstance(d["coder"], str), f"{where}: coder must be a string")
     _req("S5", d["transform"] in ("none", "byteshuffle"), f"{where}: unknown transform {d['transform']!r}")
-    from golfpack.codec.coders import CODERS
+    from golfpack.codec.coders import ALL_CODERS
 
-    _req("S5", d["coder"] in CODERS, f"{where}: unknown coder {d['coder']!r} (this golfpack knows {', '.join(CODERS)})")
+    _req("S5", d["coder"] in ALL_CODERS, f"{where}: unknown coder {d['coder']!r} (this golfpack knows {', '.join(ALL_CODERS)})")
     return StreamEntry(role, StreamType(kind, d["count"], bits), d["coder"], d["transform"], d["offset"], d["length"], d["crc32"])
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from golfpack.checkpoint import Checkpoint
-from golfpack.codec.coders import CODERS, StreamType, best_encoding
+from golfpack.codec.coders import ALL_CODERS, CODERS, StreamType, best_encoding
 from golfpack.codec.container import DTYPE_NAMES, EncodedStream, EncodedTensor, build_artifact
 from golfpack.errors import GolfpackError
 
@@ -74,30 +74,33 @@ def _plan_lossless(ck: Checkpoint):
 
 
 def check_coders(coders) -> None:
-    bad = [c for c in coders if c not in CODERS]
+    bad = [c for c in coders if c not in ALL_CODERS]
     if bad or not coders:
-        raise GolfpackError(f"unknown coder(s) {bad} (choose from {', '.join(CODERS)})")
+        raise GolfpackError(f"unknown coder(s) {bad} (choose from {', '.join(ALL_CODERS)})")
 
 
-def _stream_key(st: StreamType, vals: np.ndarray, coders) -> tuple:
+def _stream_key(st: StreamType, vals: np.ndarray, coders, fast_decode: bool) -> tuple:
     import hashlib
 
     digest = hashlib.blake2b(np.ascontiguousarray(vals).view(np.uint8).reshape(-1), digest_size=16).digest()
-    return (st, vals.dtype.str, tuple(coders), digest)
+    return (st, vals.dtype.str, tuple(coders), fast_decode, digest)
 
 
 def encode_plan(plan: list, coders=CODERS, jobs: int | None = None, metas: list | None = None,
-                cache: dict | None = None) -> list[EncodedTensor]:
+                cache: dict | None = None, fast_decode: bool = False) -> list[EncodedTensor]:
     """Entropy-code planned tensors: each stream gets the smallest allowed coder (threads in parallel).
+
+    fast_decode: int streams take the fast-decode coder when it is within 0.5% of the smallest
+    (codec.coders.best_encoding).
 
     cache: a dict kept by the caller across calls, mapping a stream's type, values and coders to
     its encoding, so identical streams are coded once (the coders are deterministic)."""
     work = [(i, role, st, vals) for i, (_, _, _, _, streams) in enumerate(plan) for role, (st, vals) in streams.items()]
-    keys = [_stream_key(st, vals, coders) for _, _, st, vals in work] if cache is not None else None
+    keys = [_stream_key(st, vals, coders, fast_decode) for _, _, st, vals in work] if cache is not None else None
 
     def run(item):
         i, role, st, vals = item
-        coder, tf, data = best_encoding(vals, st, coders)
+        coder, tf, data = best_encoding(vals, st, coders, fast_decode)
         return i, role, EncodedStream(st, coder, tf, data)
 
     todo = [w for k, w in enumerate(work) if cache is None or keys[k] not in cache]
@@ -118,9 +121,9 @@ def encode_plan(plan: list, coders=CODERS, jobs: int | None = None, metas: list 
             for i, (name, shape, dtype, scheme, _) in enumerate(plan)]
 
 
-def encode_lossless(ck: Checkpoint, coders=CODERS, jobs: int | None = None) -> bytes:
+def encode_lossless(ck: Checkpoint, coders=CODERS, jobs: int | None = None, fast_decode: bool = False) -> bytes:
     """Encode a checkpoint losslessly; returns the artifact bytes (deterministic)."""
     check_coders(coders)
-    tensors = encode_plan(list(_plan_lossless(ck)), coders, jobs)
+    tensors = encode_plan(list(_plan_lossless(ck)), coders, jobs, fast_decode=fast_decode)
     source = {"format": ck.source_format, "params": ck.num_params()}
     return build_artifact(tensors, config=ck.config, source=source)

@@ -1,4 +1,4 @@
-"""The numbered rules of FORMAT.md (H, M, S) and csrc/RANS.md (R, C): each has a hostile case
+"""The numbered rules of FORMAT.md (H, M, S) and csrc/RANS.md (R, C, X): each has a hostile case
 that breaks exactly it and is refused with a message ending in that rule, and every refusal site
 of the reader (Python and C++) names a rule.
 
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_hostile_artifacts import _replace_stream, load, seal, split, tiny_artifact  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-TAG = re.compile(r"\[([HMSRC]\d+)\]")
+TAG = re.compile(r"\[([HMSRCX]\d+)\]")
 
 
 def doc_rules() -> set[str]:
     fmt = set(re.findall(r"\*\*([HMS]\d+)\*\*", (REPO / "FORMAT.md").read_text()))
-    rans = set(re.findall(r"^\| ([RC]\d+) \|", (REPO / "csrc" / "RANS.md").read_text(), re.M))
+    rans = set(re.findall(r"^\| ([RCX]\d+) \|", (REPO / "csrc" / "RANS.md").read_text(), re.M))
     return fmt | rans
 
 
@@ -112,6 +112,25 @@ def _first_tagged(candidates, rule):
     raise AssertionError(f"no candidate breaks {rule}")
 
 
+# rans_x32 streams (RANS.md section 7): the same symbols, 32 lanes.
+_X32 = _C.rans_x32_encode(_U)
+_X32_TABLE = _C.rans_table_info(_X32)["table_bytes"]
+
+
+def _x32(data, count=_U.size):
+    return lambda: _C.rans_x32_decode(data, count)
+
+
+def _x32_first_tagged(candidates, rule):
+    for data in candidates:
+        try:
+            _C.rans_x32_decode(data, _U.size)
+        except ValueError as e:
+            if str(e).endswith(f"[{rule}]"):
+                return data
+    raise AssertionError(f"no candidate breaks {rule}")
+
+
 def _rc_parts():
     rng = np.random.default_rng(1)
     u = (np.clip(np.rint(rng.laplace(size=(16, 64)) * 4), -32, 31).astype(np.int16) + 128).astype(np.uint8)
@@ -176,6 +195,13 @@ def _cases():
         "R7": _v1(_first_tagged([_V1[:-4 * k] for k in range(1, 40)], "R7")),
         "R8": _v1(_V1 + b"\0\0\0\0"),
         "R9": _v1(_first_tagged([_flip(_V1, k) for k in range(_TABLE + 64, len(_V1))], "R9")),
+        "X1": _x32(_C.rans_encode(_U, 13, 1)),
+        "X2": _x32(_X32, 0),
+        "X3": _x32(_C.rans_x32_encode(np.full(10, 5, np.uint8)) + b"\0\0", 10),
+        "X4": _x32(_X32[:_X32_TABLE] + b"\0" * 4 + _X32[_X32_TABLE + 4:]),
+        "X5": _x32(_x32_first_tagged([_X32[:-2 * k] for k in range(1, 40)], "X5")),
+        "X6": _x32(_X32 + b"\0\0"),
+        "X7": _x32(_x32_first_tagged([_flip(_X32, k) for k in range(_X32_TABLE + 128, len(_X32))], "X7")),
         "C1": lambda: rans_rc.decode(rc[:10], u.size),
         "C2": _rc_decode(rc_payload, rc_args, table_map=np.full_like(rc_args[4], 255)),
         "C3": lambda: _C.rans_ctx_decode(rc_payload[:4], *rc_args),
@@ -234,7 +260,8 @@ def test_every_python_refusal_names_a_rule():
 
 
 _CPP_READERS = ["csrc/core/rans.cpp", "csrc/core/rans_ctx.cpp", "csrc/core/rans_rows.cpp",
-                "csrc/py/rans_py.cpp", "csrc/py/rans_ctx_py.cpp"]
+                "csrc/core/rans_x32.cpp", "csrc/core/rans_x32_rows.cpp",
+                "csrc/py/rans_py.cpp", "csrc/py/rans_ctx_py.cpp", "csrc/py/rans_x32_py.cpp"]
 # Errors that refuse no input: encoder arguments, an ISA the CPU lacks, internal invariants.
 _NO_RULE = re.compile(r"internal:|this CPU has no|precision must be 0 \(auto\)|lanes must be 0 \(auto\)|"
                       r"more than 2\^40 symbols|at position")
@@ -248,7 +275,7 @@ def test_every_cpp_refusal_names_a_rule():
         for m in re.finditer(r'throw (?:Error|std::invalid_argument|std::runtime_error|py::value_error)\((.*?)\);',
                              text, re.S):
             body = m.group(1)
-            if not re.search(r'"rANS|rans stream|Error\(|^nullptr|^"[RCS]\d+"', body) and "Error(" not in m.group(0):
+            if not re.search(r'"rANS|rans(_x32)? stream|Error\(|^nullptr|^"[RCSX]\d+"', body) and "Error(" not in m.group(0):
                 continue  # binding argument checks (threads, lanes, bits, job tuples) are not format rules
             seen += 1
             if body.startswith('"rANS ISA must be'):
@@ -256,7 +283,7 @@ def test_every_cpp_refusal_names_a_rule():
             if body.startswith("nullptr"):
                 assert _NO_RULE.search(body), f"{rel}: untagged refusal: {body[:120]}"
                 continue
-            lead = re.match(r'"([RCS]\d+)"', body)
+            lead = re.match(r'"([RCSX]\d+)"', body)
             tags = TAG.findall(body) + ([lead.group(1)] if lead else [])
             assert tags and set(tags) <= rules, f"{rel}: refusal names no rule: {body[:120]}"
     assert seen >= 50, seen
