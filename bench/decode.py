@@ -17,7 +17,8 @@ a shared machine hits all alike:
 Each gets the median wall time and the median CPU time of the process (all threads), and the
 median CPU time per stage (exclusive: a stage nested in another is not counted twice). The packed
 weights of every configuration are checked identical. `kernel` times the native calls alone on
-the artifact's symbol streams (MB = 10^6 symbols per second of thread CPU time), and `crc` the
+the artifact's symbol streams (v1 rans, rans_rc and rans_x32 each; MB = 10^6 symbols per second of
+thread CPU time), and `crc` the
 stream checksums with zlib vs golfpack._C.crc32.
 
 JSON keys: artifact_bytes, symbols, decode_ms_median (fused, wall), decode_cpu_ms_median,
@@ -134,6 +135,9 @@ def _kernel(art, reps: int) -> dict:
     rc = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_rc"]
     if rc:
         out.update(_kernel_rc(rc, isas, reps))
+    x32 = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_x32"]
+    if x32:
+        out.update(_kernel_x32(x32, isas, reps))
     if not jobs:  # no v1 rans streams: nothing to time (and no 0/0 ratios)
         return out
     best = _best_thread_times({"rows": lambda: _C.rans_decode_rows(jobs, 1),
@@ -169,6 +173,25 @@ def _kernel_rc(rc, isas, reps: int) -> dict:
         out[f"rans_rc_rows_{isa}_over_scalar"] = round(best["rans_rc_rows_scalar"] / best[f"rans_rc_rows_{isa}"], 3)
         out[f"rans_rc_{isa}_interleaved_over_one_by_one"] = round(
             best[f"rans_rc_rows_one_by_one_{isa}"] / best[f"rans_rc_rows_{isa}"], 3)
+    return out
+
+
+def _kernel_x32(entries, isas, reps: int) -> dict:
+    """rans_x32 streams (csrc/RANS.md section 7): straight into packed rows (all in one
+    rans_x32_decode_rows call, streams interleaved per core) and plain rans_x32_decode, per ISA;
+    best thread time of `reps`."""
+    from golfpack import _C
+
+    jobs = [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in entries]
+    n = sum(r * c for _, r, c, _ in jobs)
+    best = _best_thread_times({"rans_x32_rows": lambda: _C.rans_x32_decode_rows(jobs, 1),
+                               "rans_x32_decode": lambda: [_C.rans_x32_decode(d, r * c) for d, r, c, _ in jobs]},
+                              isas, reps)
+    out = {"rans_x32_streams": len(jobs), "rans_x32_symbols": n}
+    out.update({f"{k}_cpu_ms": round(v * 1e3, 2) for k, v in best.items()})
+    out.update({f"{k}_MBps": round(n / v / 1e6, 1) for k, v in best.items() if v > 0})
+    for isa in simd_isas():
+        out[f"rans_x32_rows_{isa}_over_scalar"] = round(best["rans_x32_rows_scalar"] / best[f"rans_x32_rows_{isa}"], 3)
     return out
 
 

@@ -209,3 +209,36 @@ def test_fused_rans_rc_equals_per_tensor_path(artifact, tmp_path):
         with pytest.raises(FormatError, match=f"tensor .{name}.: symbols stream: rans_rc stream: rANS stream: "
                                               "table 0 has no present symbol"):
             load_packed(bad, fused=fused)
+
+
+def test_fused_rans_x32_equals_per_tensor_path(artifact, tmp_path):
+    """rans_x32 symbol streams (csrc/RANS.md section 7) decode straight into packed rows under
+    every ISA, bit for bit as the v1 artifact; a payload cut short (CRC resealed) is one
+    FormatError naming the tensor on both paths; bench decode times their kernel."""
+    from golfpack.codec.container import write_artifact
+    from golfpack.codec.recode import recode
+
+    p = tmp_path / "x32.golfpack"
+    write_artifact(p, recode(read_artifact(artifact), ("rans_x32",), jobs=1))
+    art = read_artifact(p)
+    direct = [e for e in art.tensors.values() if e.packs_directly]
+    assert len(direct) == 2 * 6 and all(e.streams["symbols"].coder == "rans_x32" for e in direct)
+    ref = load_packed(artifact, fused=False)
+    for isa in ["scalar"] + (["avx2"] if _C.rans_cpu_has_avx2() else []) + (
+            ["avx512"] if _C.rans_cpu_has_avx512() else []):
+        prev = _C.rans_set_isa(isa)
+        try:
+            same_model(load_packed(p), ref)
+        finally:
+            _C.rans_set_isa(prev)
+    same_model(load_packed(p, fused=False), ref)
+    name = next(e.name for e in direct if e.name.endswith("mlp.fc.weight"))
+    bad = rebuilt(p, tmp_path, 0, name, lambda d: d[:-2])
+    for fused in (True, False):
+        with pytest.raises(FormatError, match=f"tensor .{name}.: symbols stream: rANS stream: truncated .*\\[X5\\]"):
+            load_packed(bad, fused=fused)
+    r = run_cli(p, "--reps", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    k = json.loads(r.stdout)["kernel"]
+    assert k["rans_x32_streams"] == 12 and k["rans_x32_symbols"] == sum(e.numel for e in direct)
+    assert k["rans_x32_rows_scalar_MBps"] > 0
