@@ -57,7 +57,7 @@ def fast_twin(path: Path, coders: str) -> Path:
     out = path.with_name(path.stem + "_x32.gp")
     if not out.exists():
         subprocess.run(["golfpack", "recode", str(path), "-o", str(out), "--coders", coders, "--fast-decode",
-                        "--jobs", "1", "--quiet"], check=True)
+                        "--jobs", "1"], check=True, capture_output=True)
     return out
 
 
