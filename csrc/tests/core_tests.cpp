@@ -4,7 +4,8 @@
 // Each fast path is checked against the scalar reference of the same layout, at every bit width
 // 2..8 and under every ISA this CPU has (scalar, AVX2, AVX-512): bit-packing, packed-row
 // dequant-matmul (forward, transposed, dequant), v1 rANS (fast vs reference decoder, piecewise
-// Decoder, rows decoder, hash), rans_rc (array vs packed rows), CRC-32, thread clamps.
+// Decoder, rows decoder, hash), rans_rc (array vs packed rows), rans_x32 (every ISA vs the reference,
+// pieces, corruption, rows), CRC-32, thread clamps.
 //
 //   golfpack_core_tests            all tests
 //   golfpack_core_tests NAME...    only tests whose name contains one of the NAMEs
@@ -27,6 +28,7 @@
 #include "rans.h"
 #include "rans_ctx.h"
 #include "rans_rows.h"
+#include "rans_x32.h"
 
 using namespace golfpack;
 
@@ -416,6 +418,119 @@ void test_thread_clamps_and_sizes() {
         "load_le64");
 }
 
+
+// ---------------------------------------------------------------- rans_x32 (RANS.md section 7)
+// decode_ref and, under every ISA, decode_fast, a piecewise Decoder and a run_group of two copies:
+// all throw, or all give `want`.
+void check_x32_agree(const std::vector<uint8_t>& stream, uint64_t count, const std::vector<uint8_t>* want,
+                     const char* what) {
+  rans_x32::Plan plan;
+  try {
+    plan = rans_x32::prepare(stream.data(), stream.size(), count);
+  } catch (const rans::Error&) {
+    CHECK(want == nullptr, "%s: prepare refused a valid stream", what);
+    return;
+  }
+  std::vector<uint8_t> ref(count);
+  const bool ref_ok = !throws([&] { rans_x32::decode_ref(plan, ref.data()); });
+  if (want) CHECK(ref_ok && ref == *want, "%s: reference decoder", what);
+  const rans::Isa saved = rans::get_isa();
+  for (rans::Isa isa : isas()) {
+    rans::set_isa(isa);
+    std::vector<uint8_t> out(count);
+    const bool ok = !throws([&] { rans_x32::decode_fast(plan, out.data()); });
+    CHECK(ok == ref_ok && (!ok || out == ref), "%s: decode_fast %s disagrees with decode_ref", what, isa_name(isa));
+    std::vector<uint8_t> a(count), b(count);
+    const bool ok2 = !throws([&] {
+      rans_x32::Decoder da(plan, isa), db(plan, isa);
+      rans::SymbolHasher ha, hb;
+      for (uint64_t i = 0; i < count;) {
+        const uint64_t n = std::min<uint64_t>(count - i, 1 + (i * 7919) % 5000);
+        rans_x32::Decoder* ds[2] = {&da, &db};
+        uint8_t* outs[2] = {a.data() + i, b.data() + i};
+        const uint64_t ns[2] = {n, n};
+        rans_x32::Decoder::run_group(ds, outs, ns, 2);
+        ha.update(a.data() + i, n);
+        hb.update(b.data() + i, n);
+        i += n;
+      }
+      da.finish(ha.finish());
+      db.finish(hb.finish());
+    });
+    CHECK(ok2 == ref_ok && (!ok2 || (a == ref && b == ref)), "%s: piecewise run_group %s", what, isa_name(isa));
+  }
+  rans::set_isa(saved);
+}
+
+void test_rans_x32_round_trip_every_width() {
+  for (int bits = kMinBits; bits <= kMaxBits; ++bits)
+    for (size_t n : {0, 1, 5, 31, 32, 33, 100, 4096, 70001}) {
+      const auto u = as_u(random_symbols(n, bits));
+      const auto stream = rans_x32::encode(u.data(), n);
+      char what[64];
+      std::snprintf(what, sizeof what, "rans_x32 bits %d n %zu", bits, n);
+      check_x32_agree(stream, n, &u, what);
+    }
+}
+
+void test_rans_x32_corruption_agrees() {
+  const auto u = as_u(random_symbols(20000, 6));
+  const auto stream = rans_x32::encode(u.data(), u.size());
+  std::uniform_int_distribution<size_t> pos(0, stream.size() - 1);
+  for (int t = 0; t < 60; ++t) {
+    auto bad = stream;
+    bad[pos(rng())] ^= uint8_t(1 + rng()() % 255);
+    check_x32_agree(bad, u.size(), nullptr, "corrupted rans_x32 stream");
+  }
+  check_x32_agree(stream, u.size() + 1, nullptr, "wrong count");
+  std::vector<uint8_t> cut(stream.begin(), stream.end() - 2);
+  check_x32_agree(cut, u.size(), nullptr, "truncated");
+  const auto v1 = rans::encode(u.data(), u.size(), 12, 8);
+  CHECK(throws([&] { rans_x32::prepare(v1.data(), v1.size(), u.size()); }), "a v1 stream is refused (X1)");
+}
+
+void test_rans_x32_rows_every_width() {
+  for (int bits = kMinBits; bits <= kMaxBits; ++bits) {
+    const int64_t rows = 37, cols = 301;
+    const auto q = random_symbols(size_t(rows * cols), bits);
+    const auto u = as_u(q);
+    const auto stream = rans_x32::encode(u.data(), u.size());
+    std::vector<uint8_t> want(size_t(rows * qlayout::packed_row_stride(cols, bits)));
+    qgemm::pack_rows(q.data(), rows, cols, bits, want.data());
+    const rans::Isa saved = rans::get_isa();
+    for (rans::Isa isa : isas()) {
+      rans::set_isa(isa);
+      auto bad = stream;
+      bad[bad.size() / 2] ^= 0x5A;
+      std::vector<rans_x32::RowsJob> jobs(6);
+      std::vector<std::vector<uint8_t>> outs(jobs.size());
+      for (size_t k = 0; k < jobs.size(); ++k) {
+        rans_x32::RowsJob& j = jobs[k];
+        const auto& s = k == 2 ? bad : stream;
+        j.data = s.data();
+        j.size = s.size();
+        j.rows = uint64_t(rows);
+        j.cols = uint64_t(cols);
+        j.bits = bits;
+        rans_x32::prepare_rows_job(j);
+        CHECK(j.error.empty(), "rans_x32 rows prepare bits %d", bits);
+        outs[k].assign(size_t(rows * j.stride), 0xEE);
+        j.out = outs[k].data();
+      }
+      rans_x32::decode_rows(jobs, 2);
+      for (size_t k = 0; k < jobs.size(); ++k) {
+        if (k == 2) {
+          CHECK(!jobs[k].error.empty(), "rans_x32 rows: the corrupted stream is refused (bits %d %s)", bits,
+                isa_name(isa));
+          continue;
+        }
+        CHECK(jobs[k].error.empty() && outs[k] == want, "rans_x32 rows bits %d %s job %zu", bits, isa_name(isa), k);
+      }
+    }
+    rans::set_isa(saved);
+  }
+}
+
 struct Test {
   const char* name;
   void (*fn)();
@@ -429,6 +544,9 @@ const Test kTests[] = {
     {"symbol_hash_piecewise", test_symbol_hash_piecewise},
     {"rans_rows_every_width", test_rans_rows_every_width},
     {"rans_ctx_array_and_packed_agree", test_rans_ctx_array_and_packed_agree},
+    {"rans_x32_round_trip_every_width", test_rans_x32_round_trip_every_width},
+    {"rans_x32_corruption_agrees", test_rans_x32_corruption_agrees},
+    {"rans_x32_rows_every_width", test_rans_x32_rows_every_width},
     {"crc32_matches_bitwise", test_crc32_matches_bitwise},
     {"thread_clamps_and_sizes", test_thread_clamps_and_sizes},
 };
