@@ -88,6 +88,42 @@ __attribute__((target("bmi2"))) uint64_t pack_pext(const uint8_t* u, uint64_t co
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+// b-bit fields (b = 2..7; used for 2, 3, 5 and 7), 64 symbols -> 8b bytes per step (issue 19, where
+// the rans_x32 decoder made packing the int5/int7 bottleneck): within each 64-bit lane the 8
+// masked symbol bytes merge pairwise into 2b-, 4b- and then one 8b-bit value (a shift-or per
+// 16-bit lane, a madd per 32-bit lane, a shift-or per 64-bit lane), vpermb (AVX-512 VBMI) packs the
+// b low bytes of the 8 lanes together, and a masked store writes exactly the 8b bytes, so it never
+// touches the padding. Same LSB-first layout as bitpack::pack. Returns the symbols packed (a
+// multiple of 64; the rest goes through the other packers from that byte boundary).
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) uint64_t pack_vbmi(const uint8_t* u, uint64_t cols, int bits,
+                                                                         uint8_t* dst) {
+  alignas(64) uint8_t idx[64] = {};
+  for (int k = 0; k < 8 * bits; ++k) idx[k] = uint8_t(k / bits * 8 + k % bits);
+  const __m512i perm = _mm512_load_si512(idx);
+  const __m512i mb = _mm512_set1_epi8(char((1 << bits) - 1));
+  const __m512i lo8 = _mm512_set1_epi16(0x00FF);
+  const __m512i mul2 = _mm512_set1_epi32(1 | (1 << (16 + 2 * bits)));  // int16 pairs (1, 2^2b)
+  const __m512i lo32 = _mm512_set1_epi64(0xFFFFFFFFll);
+  const __mmask64 keep = bits == 8 ? ~__mmask64(0) : (__mmask64(1) << (8 * bits)) - 1;
+  uint64_t k = 0;
+  for (; k + 64 <= cols; k += 64) {
+    const __m512i v = _mm512_and_si512(_mm512_loadu_si512(u + k), mb);
+    const __m512i t16 = _mm512_or_si512(_mm512_and_si512(v, lo8), _mm512_slli_epi16(_mm512_srli_epi16(v, 8), bits));
+    const __m512i t32 = _mm512_madd_epi16(t16, mul2);
+    const __m512i t64 = _mm512_or_si512(_mm512_and_si512(t32, lo32),
+                                        _mm512_slli_epi64(_mm512_srli_epi64(t32, 32), 4 * bits));
+    _mm512_mask_storeu_epi8(dst + k / 8 * bits, keep, _mm512_permutexvar_epi8(perm, t64));
+  }
+  return k;
+}
+
+bool cpu_has_vbmi() {
+  static const bool has = __builtin_cpu_supports("avx512vbmi") && cpu_has_avx512();
+  return has;
+}
+#endif
+
 // Pack one row of u-coded symbols (u = s + 128) into b-bit fields and zero the padding.
 // For b <= 7, 128 is a multiple of 2^b, so (u - 128) & mask == u & mask: the packer's masking
 // of u gives the two's-complement field of s directly. For b = 8 the field is u ^ 0x80.
@@ -99,10 +135,13 @@ void pack_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t s
   } else {
     uint64_t k = 0;
 #if defined(__x86_64__) || defined(__i386__)
+    if (avx2 && bits != 4 && bits != 6 && rans::resolved_isa() == rans::Isa::kAvx512 && cpu_has_vbmi())
+      k = pack_vbmi(u, cols, bits, dst);  // k % 64 == 0: byte-aligned; the rest below from there
     if (bits == 6 && avx2) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
     // 2, 3, 7: the widths bitpack::pack has no specialised packer for (its 64-bit accumulator
     // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19)
-    else if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext()) k = pack_pext(u, cols, bits, dst, stride);
+    else if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext())
+      k += pack_pext(u + k, cols - k, bits, dst + k / 8 * bits, stride - int64_t(k / 8 * bits));
 #endif
     bitpack::pack(reinterpret_cast<const int8_t*>(u + k), size_t(cols - k), bits, dst + k * bits / 8);
     used = bitpack::packed_size(size_t(cols), bits);
