@@ -96,11 +96,20 @@ __attribute__((target("bmi2"))) uint64_t pack_pext(const uint8_t* u, uint64_t co
 // b low bytes of the 8 lanes together, and a masked store writes exactly the 8b bytes, so it never
 // touches the padding. Same LSB-first layout as bitpack::pack. Returns the symbols packed (a
 // multiple of 64; the rest goes through the other packers from that byte boundary).
+// vpermb indices per width: output byte k = byte k % b of 64-bit lane k / b (built once: computing
+// them per row cost more than packing the row).
+struct VbmiIndex {
+  alignas(64) uint8_t idx[kMaxBits + 1][64] = {};
+  VbmiIndex() {
+    for (int b = 1; b <= kMaxBits; ++b)
+      for (int k = 0; k < 8 * b; ++k) idx[b][k] = uint8_t(k / b * 8 + k % b);
+  }
+};
+const VbmiIndex kVbmiIndex;
+
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) uint64_t pack_vbmi(const uint8_t* u, uint64_t cols, int bits,
                                                                          uint8_t* dst) {
-  alignas(64) uint8_t idx[64] = {};
-  for (int k = 0; k < 8 * bits; ++k) idx[k] = uint8_t(k / bits * 8 + k % bits);
-  const __m512i perm = _mm512_load_si512(idx);
+  const __m512i perm = _mm512_load_si512(kVbmiIndex.idx[bits]);
   const __m512i mb = _mm512_set1_epi8(char((1 << bits) - 1));
   const __m512i lo8 = _mm512_set1_epi16(0x00FF);
   const __m512i mul2 = _mm512_set1_epi32(1 | (1 << (16 + 2 * bits)));  // int16 pairs (1, 2^2b)
