@@ -252,7 +252,8 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
     uint64_t gn[kMaxStreams], head[kMaxStreams];
     int gi[kMaxStreams];
     int m = 0;
-    for (; k < count && m < kMaxStreams; ++k) {
+    const int limit = ds[k]->isa_ == rans::Isa::kAvx512 ? kMaxStreams : kMaxStreamsAvx2;
+    for (; k < count && m < limit; ++k) {
       Decoder& d = *ds[k];
       if (n[k] > d.plan_.count - d.done_) throw Error(nullptr, "internal: decoding past the symbol count");
       const bool simd = d.isa_ != rans::Isa::kScalar && d.plan_.lanes == kLanes && d.plan_.table.present > 1;
