@@ -10,7 +10,8 @@ has a logical form (what `decode_stream` returns) and each coder turns a
     float16/32/bf16   little-endian bytes     bytes as symbols          little-endian bytes
 
 `rans_x32` (csrc/RANS.md section 7) codes the same u = s + 128 symbols as `rans` in a layout
-with 32 narrow lanes that decodes ~2-3x faster and costs ~0.1% more bytes. It is opt-in: it is
+with 32 narrow lanes whose rows decode measured ~2x faster (1.7-2.3 vs 0.8-1.1 GB/s,
+benchmarks/RESULTS.md issue 19) for 0.03-0.15% more bytes than `rans`. It is opt-in: it is
 not in the default CODERS; `fast_decode=True` (encode --fast-decode) makes the writer take it
 for an int stream whenever it is within FAST_DECODE_SLACK of the smallest allowed coder.
 
