@@ -172,7 +172,7 @@ def test_learned_rounding_moves_symbols_only_toward_zero_and_lowers_the_kl(setup
     teacher = from_state_dict(ck.state_dict(), ck.config)
     cfg = T.TuneConfig(epochs=8, lr=3e-3, batch=4)
     plain = T.tune(teacher, quantized, floats, {}, cal.seqs, cfg)
-    res = T.tune(teacher, quantized, floats, {}, cal.seqs, dataclasses.replace(cfg, round_lr=0.1))
+    res = T.tune(teacher, quantized, floats, {}, cal.seqs, dataclasses.replace(cfg, round_lr=0.03))
     assert plain.flipped == 0 and not plain.symbols
     assert res.improved and res.flipped > 0, (res.kl_before, res.kl_after, res.flipped)
     n = 0
@@ -193,12 +193,15 @@ def test_learned_rounding_moves_symbols_only_toward_zero_and_lowers_the_kl(setup
 
 def test_tuned_plan_with_rounding_stores_the_moved_symbols(setup):
     ck, cal, items = setup["ck"], setup["cal"], setup["items"]
-    budget = 9000
-    tuned = plan(ck, budget, cal, dataclasses.replace(CFG, tune_round_lr=0.1), items=items)
+    # a coarse plan (5,000 B: 3-4 bits) and 24 steps: enough for offsets to cross 1/2
+    budget = 5000
+    cfg = dataclasses.replace(CFG, tune_epochs=12)
+    tuned = plan(ck, budget, cal, dataclasses.replace(cfg, tune_round_lr=0.1), items=items)
     rep = tuned.report["tune"]
     assert rep["accepted"] and rep["symbols_moved"] > 0, rep
     assert tuned.report["total_bytes"] <= budget
-    plain = plan(ck, budget, cal, CFG, items=items)
+    plain = plan(ck, budget, cal, cfg, items=items)
+    assert rep["kl_after"] < plain.report["tune"]["kl_after"]  # 0.00113 vs scales alone (measured)
     a, b = parse_artifact(plain.artifact), parse_artifact(tuned.artifact)
     changed = sum(int((a.tensors[n].symbols() != b.tensors[n].symbols()).sum())
                   for n in a.tensors if a.tensors[n].kind == "int_rowscale")
