@@ -241,7 +241,8 @@ def load_packed(
         return True
 
     with timer("packed layers"):
-        slots = [(n, n + ".weight", model.get_submodule(n)) for n in model.linear_names if n + ".weight" in renamed]
+        modules = dict(model.named_modules())
+        slots = [(n, n + ".weight", modules[n]) for n in model.linear_names if n + ".weight" in renamed]
         packed_keys = [k for _, k, mod in slots if packable(k, mod)]
         table_packed = packable(emb_key, None)
     layers: dict[str, PackedLinear] = {}
@@ -288,14 +289,15 @@ def load_packed(
         return build(key, lowrank_a=a, lowrank_b=b)
 
     consumed: set[str] = set()
+    set_of_packed = set(packed_keys)
     n_packed = 0
     with timer("packed layers"):
-        for slot in (n for n, k, _ in slots if k in set(packed_keys)):
+        for slot in (n for n, k, _ in slots if k in set_of_packed):
             layer = layer_of(slot + ".weight")
             if layer is not None:
                 parent_name, _, attr = slot.rpartition(".")
                 # the slot is a registered submodule: swapping the entry is what setattr does
-                (model.get_submodule(parent_name) if parent_name else model)._modules[attr] = layer
+                modules[parent_name]._modules[attr] = layer
                 consumed.add(slot + ".weight")
                 n_packed += 1
         # The token table (and tied head) stays packed too, rounded to its source dtype.
@@ -305,7 +307,6 @@ def load_packed(
                 model._modules["tok_emb"] = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
                 consumed.add(emb_key)
     with timer("other tensors"):
-        modules = dict(model.named_modules())
         for name in expected:
             if name in consumed:
                 continue

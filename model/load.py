@@ -143,7 +143,9 @@ def _fit_layer_options(d: dict[str, Any], L: int) -> dict[str, Any]:
 
 def check_state_dict(config: GPTConfig, state_dict: Mapping[str, Tensor]) -> None:
     """Raise GolfpackError naming every missing, unexpected, mis-shaped or non-float tensor."""
-    with torch.device("meta"):
+    from golfpack.model.layers import weights_on_meta
+
+    with weights_on_meta():  # shapes only: large weights without data, and no meta-mode dispatch
         want = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
     got = dict(state_dict)
     problems = []
