@@ -205,7 +205,8 @@ def load_packed(
         elif src.config is not None:
             cfg = as_config(src.config)
         else:
-            cfg = infer_config({k: torch.empty(v, device="meta") for k, v in stripped.items()})
+            # not checked there: the names and shapes are checked against the model built below
+            cfg = infer_config({k: torch.empty(v, device="meta") for k, v in stripped.items()}, check=False)
 
     with timer("model skeleton"), weights_on_meta():
         # Linear and embedding weights on meta (no data: they are packed or assigned below), the
