@@ -357,7 +357,10 @@ def _load_packed(path: Path, config, device, threads: int, fused: bool, timer):
         model.packed_layers = n_packed
         if torch.device(device).type != "cpu":  # everything was built on the CPU
             model = model.to(device)
-        return model.eval()
+        model.eval()
+    with timer("release"):  # the parsed artifact and its mapping (timed: a load includes its clean-up)
+        del src, entries, modules, slots, layers
+    return model
 
 
 def packed_summary(model) -> Mapping[str, int]:
