@@ -3,8 +3,9 @@
 Every linear slot of the GPT (GPT.linear_names) whose weight is stored as
 integer symbols with one scale per row becomes a golfpack.model.packed
 PackedLinear built straight from those symbols: the dense float weight of such
-a layer is never created. The skeleton is built on the meta device, so no
-float weights are allocated for the packed slots even transiently. The other
+a layer is never created. The skeleton's linear and embedding weights are on
+the meta device (golfpack.model.layers.weights_on_meta), so no float weights
+are allocated for the packed slots even transiently. The other
 tensors (embeddings, norms' gains, scalar controls, and any linear stored as
 floats or with a single tensor scale) are dequantized one by one and assigned.
 The token table (and tied head) is packed too, as a PackedEmbedding. A linear
@@ -342,11 +343,10 @@ def _load_packed(path: Path, config, device, threads: int, fused: bool, timer):
             owner, _, attr = name.rpartition(".")
             mod = modules[owner]
             old = mod._parameters.get(attr)
-            t = t.to(torch.float32 if old is None else old.dtype).contiguous()
             if old is not None:  # what load_state_dict(assign=True) puts there
-                mod._parameters[attr] = torch.nn.Parameter(t, requires_grad=old.requires_grad)
-            elif attr in mod._buffers:
-                mod._buffers[attr] = t.to(mod._buffers[attr].dtype)
+                mod._parameters[attr] = torch.nn.Parameter(t.to(old.dtype).contiguous(), requires_grad=old.requires_grad)
+            elif mod._buffers.get(attr) is not None:
+                mod._buffers[attr] = t.to(mod._buffers[attr].dtype).contiguous()
             else:  # every state-dict name is a parameter or a buffer: a bug, not a user error
                 raise RuntimeError(f"load_packed: {name} is neither a parameter nor a buffer")
     with timer("model assign"):
