@@ -358,3 +358,27 @@ def test_row_scales_f32_refuses_a_nan_scale_by_name(tmp_path):
     for e, s in zip(good, row_scales_f32(good)):
         assert s.dtype == torch.float32 and torch.equal(s, e.scales().to(torch.float32)), e.name
     assert row_stride(16, 4) == 16  # (the packed layout these layers hold)
+
+
+def test_the_loaded_model_keeps_no_view_of_the_mapped_file(artifacts, tmp_path):
+    """load_packed maps the artifact; a view of that mapping left in the model would crash (SIGBUS)
+    once the file is truncated. Truncate it in place after the load, then use every tensor."""
+    import shutil
+    import subprocess
+    import sys
+
+    p = tmp_path / "mapped.gp"
+    shutil.copy(artifacts["all"], p)
+    code = (
+        "import sys, torch\n"
+        "from golfpack.evaluate.packed_model import load_packed\n"
+        "m = load_packed(sys.argv[1])\n"
+        "open(sys.argv[1], 'wb').close()\n"  # truncated to 0 bytes in place
+        "s = sum(float(t.float().sum()) for t in m.state_dict().values())\n"
+        "print(float(m(torch.tensor([[1, 2, 3]])).sum()), s)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    with pytest.raises(FormatError, match="shorter than the 28-byte header"):
+        p.write_bytes(b"GOLFPACK")
+        load_packed(p)
