@@ -1,7 +1,7 @@
 """Load to packed weights before and after a change of the Python side, same artifacts, interleaved.
 
     python benchmarks/load_before_after.py --before REV [--dir DIR] [--widths 4,5,6,7,8]
-        [--real-9x512 PATH/model.safetensors.index.json] [--rounds 3] [--reps 5] [--json OUT]
+        [--real-9x512 PATH/model.safetensors.index.json] [--rounds 3] [--reps 5] [--fresh-memory] [--json OUT]
 
 REV's Python code (`git archive REV`, its package folders laid out as the installed `golfpack`
 package per pyproject's wheel.packages, with this checkout's built golfpack._C copied in) runs
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -65,9 +66,9 @@ def rev_tree(rev: str, out: Path) -> Path:
     return pkg
 
 
-def bench(cmd_prefix: list[str], art: Path, reps: int) -> dict:
+def bench(cmd_prefix: list[str], art: Path, reps: int, env: dict | None = None) -> dict:
     r = subprocess.run(cmd_prefix + ["bench", "decode", str(art), "--reps", str(reps), "--json", "--no-baseline"],
-                       check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True, env=env)
     res = json.loads(r.stdout)
     st = res["stages_cpu_ms"]
     cpu = res["decode_cpu_ms_median"]
@@ -90,7 +91,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--fresh-memory", action="store_true",
+                    help="glibc's mmap threshold fixed at 128 KiB in the benchmark processes (MALLOC_MMAP_THRESHOLD_), "
+                         "so that every load writes its packed rows into new pages, as a process's one load does; "
+                         "by default glibc raises the threshold after a large free and later reps may reuse the "
+                         "previous rep's pages, which favours whichever side frees a large buffer per load")
     a = ap.parse_args(argv)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"} if a.fresh_memory else None
     d = Path(a.dir)
     d.mkdir(parents=True, exist_ok=True)
     arts = [(w, label, p) for w in [int(x) for x in a.widths.split(",")] for label, p in build(d, w, a.real_9x512, a.coders)]
@@ -102,11 +109,11 @@ def main(argv=None) -> int:
         for _ in range(a.rounds):
             for _, _, p in arts:
                 for side, cmd in sides.items():
-                    runs[(str(p), side)].append(bench(cmd, p, a.reps))
+                    runs[(str(p), side)].append(bench(cmd, p, a.reps, env))
     med = {k: {f: statistics.median(r[f] for r in v) for f in ("cpu", "symbols", "rest", *SHOWN, "other")}
            for k, v in runs.items()}
     print(f"before = {a.before}, after = this checkout; CPU ms, medians of {a.rounds} interleaved rounds "
-          f"(each the median of {a.reps} loads)")
+          f"(each the median of {a.reps} loads){'; fresh memory' if a.fresh_memory else ''}")
     print("| width | artifact | bytes | load before | load after | symbols before / after | rest of the load before "
           "| rest after | read | manifest | skeleton | layers | scales | other (before -> after) |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---|")
