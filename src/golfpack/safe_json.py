@@ -297,7 +297,9 @@ def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, m
         raise FormatError(f"{what}: expected JSON text, got {type(text).__name__}")
 
     # Depth first, before json.loads: its C scanner recurses per level (RecursionError, or worse).
-    plain = _plain_scan(data if data is not None else text.encode("utf-8", "surrogatepass"), max_depth)
+    if data is None:  # the byte scans below read UTF-8 (surrogates kept: they are neither quotes nor brackets)
+        data = text.encode("utf-8", "surrogatepass")
+    plain = _plain_scan(data, max_depth)
     depth, n_objects, n_members = plain if plain is not None else _bracket_scan(text, max_depth)
     if depth > max_depth:
         found = _deep_path(text, max_depth)
@@ -351,10 +353,9 @@ def loads_bounded(text: str | bytes, what: str, *, max_depth: int = MAX_DEPTH, m
         return d
 
     try:
-        obj = json.loads(text, parse_int=parse_int if _has_digit_run(
-            data if data is not None else text.encode("utf-8", "surrogatepass"),
-            min(_SAFE_DIGIT_RUN, max_int_digits) + 1) else None,
-                         parse_float=parse_float, parse_constant=parse_constant, object_pairs_hook=pairs)
+        long_ints = _has_digit_run(data, min(_SAFE_DIGIT_RUN, max_int_digits) + 1)
+        obj = json.loads(text, parse_int=parse_int if long_ints else None, parse_float=parse_float,
+                         parse_constant=parse_constant, object_pairs_hook=pairs)
     except json.JSONDecodeError as e:
         raise FormatError(f"{what}: not valid JSON ({e})") from None
     except (ValueError, RecursionError, TypeError, OverflowError, MemoryError) as e:
