@@ -360,9 +360,9 @@ def test_row_scales_f32_refuses_a_nan_scale_by_name(tmp_path):
     assert row_stride(16, 4) == 16  # (the packed layout these layers hold)
 
 
-def test_the_loaded_model_keeps_no_view_of_the_mapped_file(artifacts, tmp_path):
-    """load_packed maps the artifact; a view of that mapping left in the model would crash (SIGBUS)
-    once the file is truncated. Truncate it in place after the load, then use every tensor."""
+def test_the_loaded_model_keeps_no_view_of_the_file(artifacts, tmp_path):
+    """The loaded model depends on nothing of the file: truncated in place after the load, every
+    tensor still works (a mapped file left in the model would crash with SIGBUS)."""
     import shutil
     import subprocess
     import sys
