@@ -270,6 +270,12 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         if not args.tune_lr > 0:
             raise GolfpackError(f"--tune-lr must be > 0, got {args.tune_lr}")
         cfg.tune_lr = float(args.tune_lr)
+    if getattr(args, "tune_round_lr", None) is not None:
+        if not args.tune_round_lr > 0 or args.tune_round_lr > 1:
+            raise GolfpackError(f"--tune-round-lr must be in (0, 1], got {args.tune_round_lr}")
+        if cfg.tune_epochs <= 0:
+            raise GolfpackError("--tune-round-lr needs --tune-epochs > 0")
+        cfg.tune_round_lr = float(args.tune_round_lr)
     cfg.device = check_device(getattr(args, "device", None))
     if args.clip:
         from golfpack.codec.quant import ClipSpec
@@ -345,6 +351,9 @@ def add_planner_arguments(p) -> None:
                    help="distill the plan's scales and float tensors toward the float model for E epochs over the "
                         "calibration tokens (golfpack.codec.tune; default 0: off; kept only if held-out KL drops)")
     p.add_argument("--tune-lr", type=float, default=None, metavar="LR", help="Adam learning rate of tuning (default 1e-3)")
+    p.add_argument("--tune-round-lr", type=float, default=None, metavar="LR",
+                   help="with --tune-epochs: learned rounding too, symbols may move one step toward zero; LR is the "
+                        "Adam learning rate of their offsets (e.g. 0.03; default off)")
     p.add_argument("--tune-seqs", type=int, default=None, metavar="N",
                    help="tune on N sequences of --calib-len tokens drawn from the --calib shard with seed + 1 (an "
                         "eighth held out for the accept check); default: the calibration sequences themselves")

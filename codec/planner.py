@@ -80,6 +80,8 @@ class PlannerConfig:
     # default because it needs sequences beyond the calibration's and a teacher forward per step.
     tune_epochs: float = 0.0
     tune_lr: float = 1e-3
+    # learned rounding during tuning (codec.tune: symbols may move one step toward zero); 0: off
+    tune_round_lr: float = 0.0
     device: str | None = None  # where GPTQ's column loop runs (None: CPU)
     min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
     tolerance: float = 0.005
@@ -635,8 +637,8 @@ def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress,
     from golfpack.codec.quant import QuantResult
     from golfpack.codec.tune import TuneConfig, stored_scales, tune
 
-    tcfg = TuneConfig(epochs=cfg.tune_epochs, lr=cfg.tune_lr, device=cfg.device)
-    rep = {"epochs": cfg.tune_epochs, "lr": cfg.tune_lr, "accepted": False}
+    tcfg = TuneConfig(epochs=cfg.tune_epochs, lr=cfg.tune_lr, device=cfg.device, round_lr=cfg.tune_round_lr)
+    rep = {"epochs": cfg.tune_epochs, "lr": cfg.tune_lr, "round_lr": cfg.tune_round_lr, "accepted": False}
     seqs = calib.seqs if tune_seqs is None else tune_seqs
     rep["sequences"] = [int(seqs.shape[0]), int(seqs.shape[1]) - 1]
     if seqs.shape[0] < 2:
@@ -667,9 +669,10 @@ def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress,
         rep["reason"] = str(e)
         return None, rep
     rep.update({"steps": res.steps, "kl_before": res.kl_before, "kl_after": res.kl_after,
-                "seconds": round(res.seconds, 2)})
+                "seconds": round(res.seconds, 2), "symbols_moved": res.flipped})
     if log:
-        log(f"tune: held-out KL {res.kl_before:.5f} -> {res.kl_after:.5f} in {res.steps} steps ({res.seconds:.0f} s)")
+        log(f"tune: held-out KL {res.kl_before:.5f} -> {res.kl_after:.5f} in {res.steps} steps ({res.seconds:.0f} s)"
+            + (f", {res.flipped:,} symbols moved toward zero" if res.flipped else ""))
     if not res.improved:
         rep["reason"] = "tuning did not lower the KL on the held-out calibration sequences"
         return None, rep
@@ -677,7 +680,8 @@ def _tune_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress,
     for it, c in zip(items, chosen):
         # the report's predictions stay those of the tensors the decoder builds: predict again
         if it.name in res.scales:
-            q = QuantResult(c.q.symbols, stored_scales(res.scales[it.name], c.q.scales), c.q.bits, c.q.group)
+            q = QuantResult(res.symbols.get(it.name, c.q.symbols), stored_scales(res.scales[it.name], c.q.scales),
+                            c.q.bits, c.q.group)
             w_hat = q.dequantize() + (0 if c.lowrank is None else c.lowrank.product())
             dl, fo = _predicted(calib.stats.get(it.name), w_hat, _source_tensor(ck, it.name), c)
             out.append(Candidate(c.choice, dl, fo, c.est_bytes, q, c.lowrank))

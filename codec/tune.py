@@ -12,6 +12,15 @@ This repairs what per-tensor quantization cannot see: errors that add up across 
 scales that GPTQ fixed before it moved the weights. On the GPU-trained 9x512 it lowered val_bpb
 by 0.0013 at 7.37 MB, about an eighth of the quantization gap (benchmarks/RESULTS.md, issue 18).
 
+With `rounding` on (opt-in), the symbols move too: each quantized weight gets a continuous
+offset r, the forward pass uses the symbol q + round(r) (a straight-through estimator: the
+gradient of round is taken as 1), and r is bounded so that a symbol can only move one step
+toward zero (q > 0: r in [-1, 0]; q < 0: [0, 1]; q = 0 stays). That is learned rounding against
+the same distillation loss; moving toward zero never widens the symbols' range and, on the
+peaked distributions GPTQ leaves, shortens their code, so the artifact does not grow with it.
+Adam's step is about lr whatever the gradient's size, so r crosses 1/2 only where the gradient
+keeps one sign over many batches: noise flips few symbols.
+
 The last `holdout` sequences are not trained on: after every epoch the KL on them is measured and
 the values of the epoch where it was lowest are returned (early stopping); they are kept only if
 they lower it below the untuned plan's, so tuning never makes a plan worse on tokens it did not fit.
@@ -35,16 +44,19 @@ CACHE_BYTES = 256 << 20
 class TuneConfig:
     """epochs over the training part of the calibration sequences (0: no tuning); lr of Adam (the
     scales move in log space, so lr is a relative step); batch sequences per step; holdout: the
-    fraction of the sequences kept back for the accept check (at least one sequence)."""
+    fraction of the sequences kept back for the accept check (at least one sequence); round_lr:
+    Adam learning rate of the rounding offsets (0: symbols fixed; module docstring)."""
 
     epochs: float = 4.0
     lr: float = 1e-3
     batch: int = 8
     holdout: float = 0.125
     device: str | None = None
+    round_lr: float = 0.0
 
     def __post_init__(self):
-        for name, v, lo in (("epochs", self.epochs, 0), ("lr", self.lr, 0), ("holdout", self.holdout, 0)):
+        for name, v, lo in (("epochs", self.epochs, 0), ("lr", self.lr, 0), ("holdout", self.holdout, 0),
+                            ("round_lr", self.round_lr, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
                 raise GolfpackError(f"tune {name} must be a finite number >= {lo} (got {v!r})")
         if not 0 < self.holdout < 1:
@@ -61,6 +73,8 @@ class TuneResult:
     kl_after: float  # at the epoch kept (kl_before when no epoch lowered it)
     steps: int  # optimizer steps of the values returned (0: the untuned values)
     seconds: float
+    symbols: dict = None  # name -> int8 symbols that differ from the plan's (rounding on; else empty)
+    flipped: int = 0  # symbols changed in all
 
     @property
     def improved(self) -> bool:
@@ -108,12 +122,32 @@ def tune(teacher, quantized: dict, floats: dict, frozen: dict, seqs: torch.Tenso
     params = list(u.values()) + list(fl.values())
     if not params:
         raise GolfpackError("nothing to tune: the plan stores no scales and no float tensors")
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    groups_ = [{"params": params, "lr": cfg.lr}]
+    # rounding offsets: only for the symbols that can move toward zero (module docstring)
+    signs = {name: torch.sign(sym) for name, sym in syms.items()} if cfg.round_lr > 0 else {}
+    r = {name: torch.zeros_like(sym, requires_grad=True) for name, sym in signs.items()}
+    if r:
+        groups_.append({"params": list(r.values()), "lr": cfg.round_lr})
+    opt = torch.optim.Adam(groups_)
+
+    def moved(name: str) -> torch.Tensor:
+        """The symbols with their rounding offsets applied, straight through (forward: rounded)."""
+        x = r[name]
+        return syms[name] + x + (torch.round(x) - x).detach()
+
+    def bound_offsets() -> None:
+        # q > 0: r in [-1, 0]; q < 0: r in [0, 1]; q = 0: r = 0
+        with torch.no_grad():
+            for name, x in r.items():
+                sg = signs[name]
+                x.copy_(-sg * (-sg * x).clamp(0.0, 1.0))
 
     def weights() -> dict:
         out = dict(fixed)
         out.update(fl)
         for name, sym in syms.items():
+            if name in r:
+                sym = moved(name)
             s = base[name] * torch.exp(u[name])
             if groups[name] is None:
                 w = sym * s.reshape(s.shape[0], *([1] * (sym.dim() - 1)))
@@ -151,10 +185,11 @@ def tune(teacher, quantized: dict, floats: dict, frozen: dict, seqs: torch.Tenso
     missing = set(student_params) - set(fixed) - set(fl) - set(syms)
     if missing:
         raise GolfpackError(f"tuning: the plan has no tensor for {sorted(missing)[:3]}")
-    def snapshot() -> tuple[dict, dict]:
+    def snapshot() -> tuple[dict, dict, dict]:
         with torch.no_grad():
             return ({name: (base[name] * torch.exp(u[name])).to("cpu") for name in base},
-                    {name: t.detach().to("cpu").clone() for name, t in fl.items()})
+                    {name: t.detach().to("cpu").clone() for name, t in fl.items()},
+                    {name: torch.round(x).to("cpu", torch.int8) for name, x in r.items()})
 
     # Early stopping on the held-out KL: it is measured after every epoch (a pass over the
     # held-out sequences, an eighth of an epoch's cost), and the values kept are those of the
@@ -172,14 +207,23 @@ def tune(teacher, quantized: dict, floats: dict, frozen: dict, seqs: torch.Tenso
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if r:
+            bound_offsets()
         if step + 1 in checks:
             kl = held_kl()
             if kl < best_kl:
                 best_kl, best_step, best = kl, step + 1, snapshot()
         if progress is not None:
             progress(step + 1, steps)
-    scales, floats_out = best
-    return TuneResult(scales, floats_out, before, best_kl, best_step, time.perf_counter() - t0)
+    scales, floats_out, offsets = best
+    symbols, flipped = {}, 0
+    for name, d in offsets.items():
+        n_moved = int(torch.count_nonzero(d))
+        if n_moved:
+            old = quantized[name][0]
+            symbols[name] = (old.to(torch.int16) + d.reshape(old.shape).to(torch.int16)).to(old.dtype)
+            flipped += n_moved
+    return TuneResult(scales, floats_out, before, best_kl, best_step, time.perf_counter() - t0, symbols, flipped)
 
 
 def stored_scales(tuned: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

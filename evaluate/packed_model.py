@@ -3,8 +3,9 @@
 Every linear slot of the GPT (GPT.linear_names) whose weight is stored as
 integer symbols with one scale per row becomes a golfpack.model.packed
 PackedLinear built straight from those symbols: the dense float weight of such
-a layer is never created. The skeleton is built on the meta device, so no
-float weights are allocated for the packed slots even transiently. The other
+a layer is never created. The skeleton's linear and embedding weights are on
+the meta device (golfpack.model.layers.weights_on_meta), so no float weights
+are allocated for the packed slots even transiently. The other
 tensors (embeddings, norms' gains, scalar controls, and any linear stored as
 floats or with a single tensor scale) are dequantized one by one and assigned.
 The token table (and tied head) is packed too, as a PackedEmbedding. A linear
@@ -38,6 +39,14 @@ def _no_timer(stage: str):
     return contextlib.nullcontext()
 
 
+def _file_bytes(path: Path) -> bytes:
+    """The file's bytes, read into memory. Not mapped: mapping (MAP_POPULATE) measured ~2.5 ms less
+    per load on 15 MB artifacts, but a file truncated in place by another process during the load
+    would then end this one with SIGBUS instead of a FormatError naming the file, and golfpack
+    never crashes on bad input (benchmarks/RESULTS.md, issue 19, "The Python half of the load")."""
+    return path.read_bytes()
+
+
 class _Source:
     """Per-tensor access: row-quantized (symbols, scales, bits) or a dequantized float tensor."""
 
@@ -50,7 +59,7 @@ class _Source:
             from golfpack.codec.container import parse_artifact
 
             with timer("read"):
-                buf = path.read_bytes()
+                buf = _file_bytes(path)
             with timer("manifest"):
                 try:
                     art = parse_artifact(buf)
@@ -174,59 +183,71 @@ def load_packed(
     then inference from the tensor shapes. Returns the model in eval mode.
 
     fused (default): the rANS symbols of the packed layers are decoded straight into packed
-    rows in one native call (golfpack.codec.container.packed_rows; `threads` cores).
-    fused=False: the per-tensor path (decode int8 symbols, then pack), the same weights bit for
-    bit; the decode benchmark measures it as its baseline. `timer(stage)` is a context-manager
-    factory the benchmark passes to time the stages (read, manifest, crc+rans+pack, ...).
+    rows in one native call (golfpack.codec.container.packed_rows; `threads` cores), their row
+    scales widened in one pass (container.row_scales_f32) and the layers built without
+    nn.Module's generic registration (PackedLinear.from_packed_rows).
+    fused=False: the per-tensor path (decode int8 symbols, then pack, through PackedLinear's
+    ordinary constructor), the same weights bit for bit; the decode benchmark measures it as its
+    baseline. `timer(stage)` is a context-manager factory the benchmark passes to time the stages
+    (read, manifest, model skeleton, crc+rans+pack, scales, packed layers, other tensors, ...).
     """
-    from golfpack.model import GPT
-    from golfpack.model.load import as_config, infer_config, strip_wrapper_prefixes
-    from golfpack.model.packed import PackedEmbedding, PackedLinear
-
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise GolfpackError(f"threads must be a positive integer, got {threads!r}")
     path = Path(path)
     if not path.exists():
         raise GolfpackError(f"{path}: no such file")
+    return _load_packed(path, config, device, threads, fused, timer)
+
+
+def _load_packed(path: Path, config, device, threads: int, fused: bool, timer):
+    """load_packed's body (arguments checked)."""
+    from golfpack.model import GPT
+    from golfpack.model.layers import weights_on_meta
+    from golfpack.model.load import as_config, infer_config, strip_wrapper_prefixes
+    from golfpack.model.packed import PackedEmbedding, PackedLinear
+
     src = _Source(path, timer)
-    # Names as the model sees them (wrapper prefixes such as "module." stripped).
-    shapes = {src_name: torch.empty(src.shape(src_name), device="meta") for src_name in src.names}
-    stripped = strip_wrapper_prefixes(shapes)
-    renamed = dict(zip(stripped.keys(), src.names)) if len(stripped) == len(shapes) else None
-    if renamed is None:
-        raise GolfpackError(f"{path}: tensor names collide after stripping wrapper prefixes")
-    if config is not None:
-        cfg = as_config(config)
-    elif src.config is not None:
-        cfg = as_config(src.config)
-    else:
-        cfg = infer_config(stripped)
+    with timer("names and config"):
+        # Names as the model sees them (wrapper prefixes such as "module." stripped).
+        shapes = {src_name: src.shape(src_name) for src_name in src.names}
+        stripped = strip_wrapper_prefixes(shapes)
+        renamed = dict(zip(stripped.keys(), src.names)) if len(stripped) == len(shapes) else None
+        if renamed is None:
+            raise GolfpackError(f"{path}: tensor names collide after stripping wrapper prefixes")
+        if config is not None:
+            cfg = as_config(config)
+        elif src.config is not None:
+            cfg = as_config(src.config)
+        else:
+            # not checked there: the names and shapes are checked against the model built below
+            cfg = infer_config({k: torch.empty(v, device="meta") for k, v in stripped.items()}, check=False)
 
-    with timer("model skeleton"), torch.device("meta"):
+    with timer("model skeleton"), weights_on_meta():
+        # Linear and embedding weights on meta (no data: they are packed or assigned below), the
+        # small parameters real; every one of them is replaced from the artifact.
         model = GPT(cfg)
-    expected = {k: v for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(renamed))
-    unexpected = sorted(set(renamed) - set(expected))
-    if missing or unexpected:
-        raise GolfpackError(
-            f"{path}: tensors do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    for name, want in expected.items():
-        if tuple(want.shape) != src.shape(renamed[name]):
+    with timer("names and config"):
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        missing = sorted(set(expected) - set(renamed))
+        unexpected = sorted(set(renamed) - set(expected))
+        if missing or unexpected:
             raise GolfpackError(
-                f"{path}: {name} has shape {list(src.shape(renamed[name]))}, model expects {list(want.shape)}"
+                f"{path}: tensors do not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
+        for name, want in expected.items():
+            if want != shapes[renamed[name]]:
+                raise GolfpackError(f"{path}: {name} has shape {list(shapes[renamed[name]])}, model expects {list(want)}")
 
-    consumed: set[str] = set()
     emb_key = "tok_emb.weight"
+    entries = src._entries if src.kind == "artifact" else None
 
     def packable(key: str, module: torch.nn.Module | None) -> bool:
         """Whether the weight `key` of this slot is served packed (else it is dequantized dense)."""
         if module is not None and getattr(module, "bias", None) is not None:
             return False  # golfpack linears are bias-free; keep anything else dense
         name = renamed[key]
-        if src.kind == "artifact" and not src._entries[name].is_rowscale_matrix:
+        if entries is not None and not entries[name].is_rowscale_matrix:
             return False
         if src.lowrank_rank(name) and (key == emb_key or src.dtype(name) != torch.float32):
             # a table with an LQER term stays dense; a linear one whose dense loader rounds
@@ -234,13 +255,28 @@ def load_packed(
             return False
         return True
 
-    if fused:
-        # Exactly the weights pack() below packs, prefetched together so that the native decoder
+    with timer("packed layers"):
+        modules = dict(model.named_modules())
+        slots = [(n, n + ".weight", modules[n]) for n in model.linear_names if n + ".weight" in renamed]
+        packed_keys = [k for _, k, mod in slots if packable(k, mod)]
+        table_packed = packable(emb_key, None)
+    layers: dict[str, PackedLinear] = {}
+    if fused and entries is not None:
+        # Exactly the weights packed below, prefetched together so that the native decoder
         # interleaves their streams (and spreads them on threads). A weight that ends up dense is
         # not prefetched: its packed rows would be decoded and then discarded.
-        slots = [(n + ".weight", model.get_submodule(n)) for n in model.linear_names if n + ".weight" in renamed]
-        keys = [k for k, mod in slots + [(emb_key, None)] if packable(k, mod)]
-        src.prefetch_packed([renamed[k] for k in keys], threads, timer)
+        src.prefetch_packed([renamed[k] for k in packed_keys + ([emb_key] if table_packed else [])], threads, timer)
+        plain = [k for k in packed_keys + ([emb_key] if table_packed else [])
+                 if renamed[k] in src._packed and not src.lowrank_rank(renamed[k])]
+        with timer("scales"):
+            from golfpack.codec.container import row_scales_f32
+
+            scales = row_scales_f32([entries[renamed[k]] for k in plain])
+        with timer("packed layers"):
+            for k, s in zip(plain, scales):
+                name = renamed[k]
+                layers[k] = PackedLinear.from_packed_rows(torch.from_numpy(src._packed[name]), s,
+                                                          int(entries[name].bits), shapes[name][1])
 
     def build(key: str, **lowrank) -> "PackedLinear | None":
         """PackedLinear of a row-quantized weight: from prefetched packed rows, else from symbols."""
@@ -260,42 +296,59 @@ def load_packed(
         with timer("pack (unfused)"):
             return PackedLinear.from_symbols(symbols, scales.to(torch.float32), bits, **lowrank)
 
-    def pack(slot: str, module: torch.nn.Module):
-        key = slot + ".weight"
-        if not packable(key, module):
-            return None
+    def layer_of(key: str) -> "PackedLinear | None":
+        if key in layers:
+            return layers[key]
         lr = src.lowrank(renamed[key])
         a, b = lr if lr is not None else (None, None)
-        layer = build(key, lowrank_a=a, lowrank_b=b)
-        if layer is not None:
-            consumed.add(key)
-        return layer
+        return build(key, lowrank_a=a, lowrank_b=b)
 
+    consumed: set[str] = set()
+    set_of_packed = set(packed_keys)
+    n_packed = 0
     with timer("packed layers"):
-        n_packed = model.replace_linears(pack)
-    # The token table (and tied head) stays packed too, rounded to its source dtype.
-    if packable(emb_key, None):
-        table = build(emb_key)
-        if table is not None:
-            with timer("packed layers"):
-                model.tok_emb = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
-            consumed.add(emb_key)
-    rest = {}
+        for slot in (n for n, k, _ in slots if k in set_of_packed):
+            layer = layer_of(slot + ".weight")
+            if layer is not None:
+                parent_name, _, attr = slot.rpartition(".")
+                # the slot is a registered submodule: swapping the entry is what setattr does
+                modules[parent_name]._modules[attr] = layer
+                consumed.add(slot + ".weight")
+                n_packed += 1
+        # The token table (and tied head) stays packed too, rounded to its source dtype.
+        if table_packed:
+            table = layer_of(emb_key)
+            if table is not None:
+                model._modules["tok_emb"] = PackedEmbedding(table, source_dtype=src.dtype(renamed[emb_key]))
+                consumed.add(emb_key)
     with timer("other tensors"):
-        for name, want in model.state_dict().items():
-            if name in consumed or not want.is_meta:
+        for name in expected:
+            if name in consumed:
                 continue
             t = src.dequantize(renamed[name])
             if not t.is_floating_point():
                 raise GolfpackError(f"{path}: {name} has dtype {t.dtype}; expected floats")
-            rest[name] = t.to(want.dtype).contiguous()
+            owner, _, attr = name.rpartition(".")
+            mod = modules[owner]
+            old = mod._parameters.get(attr)
+            if old is not None:  # what load_state_dict(assign=True) puts there
+                mod._parameters[attr] = torch.nn.Parameter(t.to(old.dtype).contiguous(), requires_grad=old.requires_grad)
+            elif mod._buffers.get(attr) is not None:
+                mod._buffers[attr] = t.to(mod._buffers[attr].dtype).contiguous()
+            else:  # every state-dict name is a parameter or a buffer: a bug, not a user error
+                raise RuntimeError(f"load_packed: {name} is neither a parameter nor a buffer")
     with timer("model assign"):
-        model.load_state_dict(rest, strict=False, assign=True)
-        still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+        still_meta = [n for m in model.modules() for n, t in list(m._parameters.items()) + list(m._buffers.items())
+                      if t is not None and t.is_meta]
         if still_meta:  # a slot neither packed nor loaded: a bug, not a user error
             raise RuntimeError(f"load_packed left tensors unmaterialized: {still_meta[:5]}")
         model.packed_layers = n_packed
-        return model.to(device).eval()
+        if torch.device(device).type != "cpu":  # everything was built on the CPU
+            model = model.to(device)
+        model.eval()
+    with timer("release"):  # the parsed artifact and its mapping (timed: a load includes its clean-up)
+        del src, entries, modules, slots, layers
+    return model
 
 
 def packed_summary(model) -> Mapping[str, int]:

@@ -13,6 +13,8 @@ baseline does.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -27,10 +29,41 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+# Set while `weights_on_meta()` is active: Linear and Embedding then make their weights on the
+# meta device by themselves, without torch.device("meta") (a Python TorchFunctionMode that every
+# torch call of the whole build goes through: half of a 19-layer skeleton's build time).
+_WEIGHTS_ON_META = contextvars.ContextVar("golfpack_weights_on_meta", default=False)
+
+
+@contextlib.contextmanager
+def weights_on_meta():
+    """Build modules whose Linear and Embedding weights (all the large tensors) are on the meta
+    device, with no data and no init; every other parameter (gains, scales, mixes: a few kB) is
+    an ordinary CPU tensor at its init value. A loader's skeleton (evaluate/packed_model.py)."""
+    token = _WEIGHTS_ON_META.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_ON_META.reset(token)
+
+
 class Linear(nn.Linear):
     """nn.Linear that skips its default init on the meta device. Loaders build the model on meta
     and then put the stored weights in (model/load.py); initializing tensors that have no data
     was about a third of that skeleton's build time. Anywhere else it is nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        if device is None and dtype is None and _WEIGHTS_ON_META.get():
+            # What nn.Linear.__init__ builds on meta (reset_parameters does nothing there), with the
+            # attributes put in place directly: nn.Module.__setattr__'s generic checks were half
+            # of each slot's cost, and a 19-layer skeleton has 114 slots.
+            nn.Module.__init__(self)
+            self.__dict__.update(in_features=in_features, out_features=out_features)
+            self._parameters.update(
+                weight=nn.Parameter(torch.empty((out_features, in_features), device="meta")),
+                bias=nn.Parameter(torch.empty(out_features, device="meta")) if bias else None)
+            return
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
         if not self.weight.is_meta:
@@ -39,6 +72,11 @@ class Linear(nn.Linear):
 
 class Embedding(nn.Embedding):
     """nn.Embedding that skips its default init on the meta device (see Linear)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *args, device=None, **kwargs):
+        if device is None and _WEIGHTS_ON_META.get():
+            device = "meta"
+        super().__init__(num_embeddings, embedding_dim, *args, device=device, **kwargs)
 
     def reset_parameters(self) -> None:
         if not self.weight.is_meta:

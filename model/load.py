@@ -42,7 +42,8 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor
     return sd
 
 
-def infer_config(state_dict: Mapping[str, Tensor], base: GPTConfig | Mapping[str, Any] | None = None) -> GPTConfig:
+def infer_config(state_dict: Mapping[str, Tensor], base: GPTConfig | Mapping[str, Any] | None = None,
+                 check: bool = True) -> GPTConfig:
     """GPTConfig from tensor names and shapes.
 
     Shape-bearing fields come from the tensors; fields no tensor reveals
@@ -50,7 +51,8 @@ def infer_config(state_dict: Mapping[str, Tensor], base: GPTConfig | Mapping[str
     smear_mode, ve_layers placement) come from `base` (default GPTConfig()).
     Without base, value embeddings are placed on the last k layers (the records'
     default). num_heads comes from q_gain's length, else base (8 by default).
-    Raises GolfpackError if the result does not match the state dict exactly.
+    Raises GolfpackError if the result does not match the state dict exactly (check=False skips
+    that last check, which builds the model: for a caller that builds it and checks itself).
     """
     sd = strip_wrapper_prefixes(state_dict)
     base_cfg = as_config(base) if base is not None else GPTConfig()
@@ -117,7 +119,8 @@ def infer_config(state_dict: Mapping[str, Tensor], base: GPTConfig | Mapping[str
             f"need {cfg.num_skip_weights}; the checkpoint probably loops layers (depth recurrence): "
             "pass a config with recur_start/recur_end/recur_repeats"
         )
-    check_state_dict(cfg, sd)
+    if check:
+        check_state_dict(cfg, sd)
     return cfg
 
 
@@ -143,7 +146,9 @@ def _fit_layer_options(d: dict[str, Any], L: int) -> dict[str, Any]:
 
 def check_state_dict(config: GPTConfig, state_dict: Mapping[str, Tensor]) -> None:
     """Raise GolfpackError naming every missing, unexpected, mis-shaped or non-float tensor."""
-    with torch.device("meta"):
+    from golfpack.model.layers import weights_on_meta
+
+    with weights_on_meta():  # shapes only: large weights without data, and no meta-mode dispatch
         want = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
     got = dict(state_dict)
     problems = []

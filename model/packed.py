@@ -275,6 +275,31 @@ class PackedLinear(nn.Module):
     # ------------------------------------------------------------ builders
 
     @classmethod
+    def from_packed_rows(cls, packed: torch.Tensor, scales: torch.Tensor, bits: int, in_features: int) -> "PackedLinear":
+        """The module ``PackedLinear(packed, scales, bits, in_features)`` builds (no low-rank term,
+        no bias), for CPU rows and float32 contiguous scales as a decoder returns them: the same
+        checks, the same attributes and buffers in the same order, but the buffers are put in
+        place directly instead of through nn.Module.register_buffer and __setattr__, whose generic
+        checks cost ~30 us per layer: a loader builds 50-120 of these per artifact."""
+        bits = _check_bits(bits)
+        if (type(packed) is not torch.Tensor or packed.dtype != torch.uint8 or packed.dim() != 2
+                or packed.device.type != "cpu" or not packed.is_contiguous()):
+            raise GolfpackError("packed must be a contiguous 2-D uint8 CPU tensor [out_features, row_stride]")
+        stride = row_stride(int(in_features), bits)
+        if packed.shape[1] != stride:
+            raise GolfpackError(f"packed rows are {packed.shape[1]} bytes; {in_features} inputs at {bits} bits "
+                                f"need a stride of {stride}")
+        n = packed.shape[0]
+        if (type(scales) is not torch.Tensor or scales.shape != (n,) or scales.dtype != torch.float32
+                or scales.device.type != "cpu" or not scales.is_contiguous() or scales.requires_grad):
+            raise GolfpackError(f"scales must be a contiguous float32 CPU tensor of shape ({n},)")
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.__dict__.update(bits=bits, in_features=int(in_features), out_features=int(n))
+        layer._buffers.update(packed=packed, scales=scales, lowrank_a=None, lowrank_b=None, bias=None)
+        return layer
+
+    @classmethod
     def from_symbols(cls, symbols: ArrayLike, scales: ArrayLike, bits: int, **kw) -> "PackedLinear":
         packed, s = pack_linear_weights(symbols, scales, bits)
         k = symbols.shape[1]

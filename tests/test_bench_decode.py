@@ -90,7 +90,9 @@ def test_cli_json(artifact):
         assert key in r, key
     assert r["artifact_bytes"] == artifact.stat().st_size and r["threads"] == 2
     assert r["weights_identical"] is True
-    assert {"crc+rans+pack", "manifest", "read", "model skeleton", "packed layers"} <= set(r["stages_cpu_ms"])
+    assert {"crc+rans+pack", "manifest", "read", "model skeleton", "packed layers", "scales",
+            "other tensors"} <= set(r["stages_cpu_ms"])
+    assert 0 < r["rest_cpu_ms_median"] < r["decode_cpu_ms_median"]  # the load less its symbol stage
     assert "unfused" in r["configs"] and r["configs"]["unfused"]["decode_ms_median"] > 0
     assert r["kernel"]["symbols"] == r["symbols"]
 
