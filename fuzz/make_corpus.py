@@ -107,6 +107,17 @@ def rans_seeds() -> list[bytes]:
     return out
 
 
+def rans_x32_seeds() -> list[bytes]:
+    g = np.random.default_rng(3)
+    out = []
+    for n, alphabet in [(0, 1), (1, 1), (40, 1), (3, 2), (31, 3), (32, 16), (33, 64), (200, 5), (700, 256)]:
+        sym = g.integers(0, alphabet, size=n).astype(np.uint8)
+        if alphabet > 40:
+            sym[::3] = 200
+        out.append(struct.pack("<I", n) + _C.rans_x32_encode(sym))
+    return out
+
+
 def bitpack_seeds() -> list[bytes]:
     g = np.random.default_rng(2)
     out = []
@@ -145,7 +156,7 @@ def stream_seeds() -> list[bytes]:
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "corpus"
     seeds = {"header": artifacts(False) + artifacts(True), "manifest": artifacts(True),
-             "rans": rans_seeds(), "bitpack": bitpack_seeds(), "streams": stream_seeds(),
+             "rans": rans_seeds(), "rans_x32": rans_x32_seeds(), "bitpack": bitpack_seeds(), "streams": stream_seeds(),
              "crc": [bytes(range(n % 256)) * (1 + n // 256) for n in (0, 1, 15, 16, 17, 63, 64, 65, 200, 1000)]}
     for target, items in seeds.items():
         d = root / target

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-TARGETS = ["header", "manifest", "rans", "bitpack", "streams", "crc"]
+TARGETS = ["header", "manifest", "rans", "rans_x32", "bitpack", "streams", "crc"]
 NATIVE = ["rans", "bitpack"]
 DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 COV = re.compile(r"#\d+\s+(?:DONE|pulse|NEW|REDUCE|INITED)\s+cov: (\d+)")

@@ -12,6 +12,7 @@ report or a hang is caught by the fuzzing engine itself.
               of the payload get past the checksums to the validators and decoders
     rans      rANS stream + count -> fast (each ISA) and reference decoders (must agree); and an
               encode -> decode round trip of the same bytes as symbols
+    rans_x32  the same for the rans_x32 stream (csrc/RANS.md section 7), scalar/AVX2/AVX-512
     bitpack   packed bytes + width + count -> fast and reference unpackers (must agree);
               pack(unpack(x)) == x with the unused high bits cleared
     streams   one stream of any (coder, type, bits, transform) -> codec.coders.decode_stream
@@ -173,6 +174,47 @@ def rans(data: bytes) -> None:
     np.testing.assert_array_equal(_C.rans_decode(enc, sym.size), sym)
 
 
+X32_ISAS = ISAS + (["avx512"] if _C.rans_cpu_has_avx512() else [])
+
+
+def rans_x32(data: bytes) -> None:
+    """The rans_x32 stream (csrc/RANS.md section 7): the reference decoder, the fast decoder under
+    every inner loop and the packed-rows decoder agree; encode -> decode is the identity."""
+    if len(data) < 4:
+        return
+    count = struct.unpack_from("<I", data)[0] % (MAX_FUZZ_COUNT + 1)
+    stream = data[4:]
+    ref = _decode_or_error(_C.rans_x32_decode_ref, stream, count)
+    prev = _C.rans_set_isa("scalar")
+    try:
+        for isa in X32_ISAS:
+            _C.rans_set_isa(isa)
+            fast = _decode_or_error(_C.rans_x32_decode, stream, count)
+            assert (fast is None) == (ref is None), f"{isa} rans_x32 decoder and reference disagree on validity"
+            if fast is not None:
+                assert fast.shape == (count,) and fast.dtype == np.uint8
+                np.testing.assert_array_equal(fast, ref)
+            bits = 2 + data[2] % 7
+            cols = max(1, data[3] % 64)
+            rows, rem = divmod(count, cols)
+            if rem:
+                rows, cols = 1, count
+            rows_out = _C.rans_x32_decode_rows([(stream, rows, cols, bits)], 1)[0]
+            half = 1 << (bits - 1)
+            fits = ref is not None and (count == 0 or (int(ref.min()) >= 128 - half and int(ref.max()) <= 127 + half))
+            if isinstance(rows_out, str):
+                assert rows_out.startswith(("rANS stream: ", "rans_x32 stream decodes symbols outside")), rows_out
+                assert not fits, f"{isa} rans_x32_decode_rows rejected a valid stream: {rows_out}"
+            else:
+                assert fits, f"{isa} rans_x32_decode_rows accepted an invalid stream"
+                sym = (ref.astype(np.int16) - 128).astype(np.int8).reshape(rows, cols)
+                np.testing.assert_array_equal(rows_out, _C.qpack_rows(sym, bits))
+    finally:
+        _C.rans_set_isa(prev)
+    sym = np.frombuffer(stream, np.uint8)
+    np.testing.assert_array_equal(_C.rans_x32_decode(_C.rans_x32_encode(sym), sym.size), sym)
+
+
 def bitpack(data: bytes) -> None:
     if len(data) < 2:
         return
@@ -226,4 +268,5 @@ def crc(data: bytes) -> None:
         assert _C.crc32(data[off:], seed) == zlib.crc32(data[off:], seed)
 
 
-TARGETS = {"header": header, "manifest": manifest, "rans": rans, "bitpack": bitpack, "streams": streams, "crc": crc}
+TARGETS = {"header": header, "manifest": manifest, "rans": rans, "rans_x32": rans_x32, "bitpack": bitpack,
+           "streams": streams, "crc": crc}

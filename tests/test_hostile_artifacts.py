@@ -509,7 +509,8 @@ def test_tensors_only_checkpoints_still_load(tmp_path):
 @pytest.mark.parametrize("target", sorted(targets.TARGETS))
 def test_fuzz_targets_accept_their_seeds(target, tmp_path):
     seeds = {"header": make_corpus.artifacts(False), "manifest": make_corpus.artifacts(True),
-             "rans": make_corpus.rans_seeds(), "bitpack": make_corpus.bitpack_seeds(),
+             "rans": make_corpus.rans_seeds(), "rans_x32": make_corpus.rans_x32_seeds(),
+             "bitpack": make_corpus.bitpack_seeds(),
              "streams": make_corpus.stream_seeds(), "crc": [bytes(range(256)) * 3]}[target]
     for s in seeds:
         targets.TARGETS[target](s)
