@@ -15,6 +15,11 @@
         8,192-token batch's CPU time), encoded with the seed's own recipe and with golfpack's planner
         at min(seed total, 16,000,000) bytes (code bytes included); prints one JSON line (stage
         progress on stderr)
+    python benchmarks/recipes_bench.py transfer NAME TRAINED_CHECKPOINT TRAIN_SHARD OUT_DIR [--steps N]
+        how much training moves a seed recipe's bytes at a fixed architecture: the recipe's own codec
+        (recipes.get(NAME).codec, no search) applied to TRAINED_CHECKPOINT (the GPU-trained 9x512) and to
+        the same architecture freshly initialised and trained N steps (default 8) exactly as `full` does;
+        prints one JSON line: model bytes and bits/param of both, and their ratio
     python benchmarks/recipes_bench.py tensors NAME CHECKPOINT TRAIN_SHARD VAL_SHARD OUT_JSON
         per tensor of a tiny-scale checkpoint (what `recipe run --scale tiny` trained): the seed
         recipe's and the default planner's choice at the seed's total bytes, its bytes, predicted
@@ -212,6 +217,37 @@ def zscore(ckpt: str, shard: str, n_seqs: int, seq_len: int) -> None:
     print(json.dumps(out))
 
 
+def transfer(name: str, trained: str, train_shard: str, out: Path, steps: int) -> None:
+    """See the module docstring (`transfer`)."""
+    from golfpack import recipes
+    from golfpack.checkpoint import read_checkpoint
+    from golfpack.codec.calib import calibrate
+    from golfpack.model.load import from_state_dict
+    from golfpack.recipes.seed_codec import encode_seed
+    from golfpack.train.config import TrainConfig
+    from golfpack.train.trainer import train
+
+    r = recipes.get(name)
+    from golfpack.model.load import infer_config
+
+    trained_ck = read_checkpoint(trained)
+    cfg = _config(trained_ck) or infer_config(trained_ck.state_dict())
+    tcfg = TrainConfig(steps=steps, batch_tokens=2048, seq_len=512, warmdown_steps=0,
+                       muon_momentum_warmup_steps=0)
+    train(cfg, tcfg, train_shard, out / "near_init", show_progress=False)
+    rows = {}
+    for k, ck in (("trained", trained_ck), ("near_init", read_checkpoint(out / "near_init"))):
+        cal = calibrate(from_state_dict(ck.state_dict(), cfg), shard=train_shard, n_seqs=8, seq_len=512)
+        rep = encode_seed(ck, r.codec, cal, 0).report
+        params = ck.num_params()
+        rows[k] = {"params": params, "model_bytes": rep["artifact_bytes"],
+                   "bits_per_param": round(8 * rep["artifact_bytes"] / params, 4)}
+        print(f"{name} codec on {k}: {rep['artifact_bytes']:,} B", file=sys.stderr, flush=True)
+    print(json.dumps({"recipe": name, "codec": str(r.codec), "trained": trained, "steps": steps, "rows": rows,
+                      "ratio_trained_to_near_init": round(rows["trained"]["model_bytes"]
+                                                          / rows["near_init"]["model_bytes"], 4)}))
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
     if a[:1] == ["sp8192"]:
@@ -220,6 +256,8 @@ if __name__ == "__main__":
         opt = dict(zip(a[4::2], a[5::2]))
         full(a[1], a[2], Path(a[3]), opt.get("--planner", "fast"), int(opt.get("--steps", 8)),
              int(opt.get("--batch-tokens", 2048)))
+    elif a[:1] == ["transfer"] and len(a) in (5, 7):
+        transfer(a[1], a[2], a[3], Path(a[4]), int(dict(zip(a[5::2], a[6::2])).get("--steps", 8)))
     elif a[:1] == ["tensors"] and len(a) == 6:
         tensors(a[1], a[2], a[3], a[4], Path(a[5]))
     elif a[:1] == ["zscore"] and len(a) == 5:
