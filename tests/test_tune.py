@@ -201,7 +201,7 @@ def test_tuned_plan_with_rounding_stores_the_moved_symbols(setup):
     assert rep["accepted"] and rep["symbols_moved"] > 0, rep
     assert tuned.report["total_bytes"] <= budget
     plain = plan(ck, budget, cal, cfg, items=items)
-    assert rep["kl_after"] < plain.report["tune"]["kl_after"]  # 0.00113 vs scales alone (measured)
+    assert rep["kl_after"] < plain.report["tune"]["kl_after"]  # 0.001129 vs 0.001322 with scales alone (measured)
     a, b = parse_artifact(plain.artifact), parse_artifact(tuned.artifact)
     changed = sum(int((a.tensors[n].symbols() != b.tensors[n].symbols()).sum())
                   for n in a.tensors if a.tensors[n].kind == "int_rowscale")
