@@ -211,21 +211,11 @@ def decode_stream(data: bytes, st: StreamType, coder: str, transform: str = "non
         if st.kind == "int":
             return _C.unpack_bits(np.frombuffer(data, np.uint8), st.bits, st.count)
         rep = data
-    elif coder == "rans":
+    elif coder in ("rans", FAST_CODER):  # the same symbol representation, two stream layouts
         n = st.count * st.itemsize
+        decode = _C.rans_decode if coder == "rans" else _C.rans_x32_decode
         try:
-            sym = _C.rans_decode(np.frombuffer(data, np.uint8), n)
-        except ValueError as e:
-            raise FormatError(str(e)) from None
-        if st.kind == "int":
-            vals = sym.astype(np.int16) - RANS_SYMBOL_OFFSET
-            _check_symbol_range(vals, st.bits, coder)
-            return vals.astype(np.int8)
-        rep = sym.tobytes()
-    elif coder == FAST_CODER:
-        n = st.count * st.itemsize
-        try:
-            sym = _C.rans_x32_decode(np.frombuffer(data, np.uint8), n)
+            sym = decode(np.frombuffer(data, np.uint8), n)
         except ValueError as e:
             raise FormatError(str(e)) from None
         if st.kind == "int":
