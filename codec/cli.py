@@ -138,7 +138,7 @@ def cmd_encode(args) -> int:
     if plan_report is not None:
         for k in ("budget", "within_budget", "within_tolerance", "fill", "budget_exceeds_need", "method", "predicted_dloss",
                   "predicted_dloss_first_order", "measured_dloss", "calibration", "iterations", "stage_seconds",
-                  "tune"):
+                  "tune", "propagate"):
             if k in plan_report:
                 report[k] = plan_report[k]
         report["plan"] = plan_report["tensors"]
@@ -276,6 +276,10 @@ def planner_config_from_args(args, budgeted: bool, coders=None):
         if cfg.tune_epochs <= 0:
             raise GolfpackError("--tune-round-lr needs --tune-epochs > 0")
         cfg.tune_round_lr = float(args.tune_round_lr)
+    if getattr(args, "propagate", None) is not None:
+        if not 0 < args.propagate <= 1:
+            raise GolfpackError(f"--propagate must be in (0, 1], got {args.propagate}")
+        cfg.propagate = float(args.propagate)
     cfg.device = check_device(getattr(args, "device", None))
     if args.clip:
         from golfpack.codec.quant import ClipSpec
@@ -354,6 +358,10 @@ def add_planner_arguments(p) -> None:
     p.add_argument("--tune-round-lr", type=float, default=None, metavar="LR",
                    help="with --tune-epochs: learned rounding too, symbols may move one step toward zero; LR is the "
                         "Adam learning rate of their offsets (e.g. 0.03; default off)")
+    p.add_argument("--propagate", type=float, default=None, metavar="ALPHA",
+                   help="re-quantize the chosen plan, layer by layer, against the inputs the quantized model "
+                        "itself feeds each linear (golfpack.codec.propagate); ALPHA in (0, 1] is how far the "
+                        "target moves toward the least-squares correction (default: off)")
     p.add_argument("--tune-seqs", type=int, default=None, metavar="N",
                    help="tune on N sequences of --calib-len tokens drawn from the --calib shard with seed + 1 (an "
                         "eighth held out for the accept check); default: the calibration sequences themselves")
