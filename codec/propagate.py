@@ -60,12 +60,14 @@ def linear_stages(model, x: torch.Tensor) -> tuple[list[list[str]], set[str]]:
     """(stages, repeated): the model's linears (module names) in the order one forward reaches
     them, consecutive linears reading the same input tensor grouped into one stage; `repeated`
     holds linears reached more than once (weights shared across depth), which get no stage."""
-    order: list[tuple[str, int]] = []
+    # the input tensors themselves are kept (not their ids): a freed tensor's id is reused by the
+    # next allocation, which grouped an MLP's two linears on the 9x512
+    order: list[tuple[str, torch.Tensor]] = []
     handles = []
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Linear):
             handles.append(mod.register_forward_hook(
-                lambda m, inp, out, name=name: order.append((name, id(inp[0])))))
+                lambda m, inp, out, name=name: order.append((name, inp[0]))))
     try:
         with torch.no_grad():
             model(x)
@@ -82,7 +84,7 @@ def linear_stages(model, x: torch.Tensor) -> tuple[list[list[str]], set[str]]:
         if name in repeated:
             last_input = None
             continue
-        if stages and inp == last_input:
+        if stages and last_input is not None and inp is last_input:
             stages[-1].append(name)
         else:
             stages.append([name])
@@ -178,6 +180,9 @@ def propagate(student, teacher, seqs: torch.Tensor, targets: dict, quantize, cfg
             for n in st:
                 if n not in targets:
                     continue
+                if targets[n].shape[1] != Ht.shape[0]:
+                    raise GolfpackError(f"propagate: {n} has {targets[n].shape[1]} inputs, its stage's input "
+                                        f"{Ht.shape[0]} features")
                 wt = corrected_target(targets[n], C, Ht, cfg.alpha, cfg.damp)
                 w_hat = quantize(n, wt, Ht)
                 p = s_params[n + ".weight"]
