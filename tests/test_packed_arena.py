@@ -166,3 +166,42 @@ def test_corrupt_rans_x32_stream_is_one_clear_error_and_leaks_no_arena(fast_arti
     with pytest.raises(FormatError, match=f"tensor '{t['name']}': symbols stream: rANS stream: .*\\[X"):
         load_packed(p)
     assert _live() == n0
+
+
+def test_file_bytes_reads_large_files_into_a_huge_page_buffer_that_is_released(tmp_path):
+    from golfpack.evaluate.packed_model import _HUGE, _file_bytes
+
+    data = np.random.default_rng(5).integers(0, 256, _HUGE + 12345, dtype=np.uint8).tobytes()
+    p = tmp_path / "big.bin"
+    p.write_bytes(data)
+    n0 = _live()
+    buf = _file_bytes(p)
+    assert isinstance(buf, memoryview) and len(buf) == len(data) and buf == data
+    assert _live()[0] == n0[0] + 1
+    del buf
+    assert _live() == n0
+    small = tmp_path / "small.bin"
+    small.write_bytes(data[:1000])
+    assert _file_bytes(small) == data[:1000]  # below 2 MiB: a plain read
+
+
+def test_a_large_artifact_loads_and_keeps_no_read_buffer(tmp_path, one_torch_thread):
+    from planner_standin import save_safetensors, tiny_model
+
+    from golfpack.cli import main
+    from golfpack.evaluate.packed_model import _HUGE, load_packed
+
+    src = save_safetensors(tiny_model(0, model_dim=512, vocab_size=512), tmp_path / "m.safetensors")
+    out = tmp_path / "big.gp"
+    assert main(["encode", str(src), "-o", str(out), "--bits", "8", "--method", "rtn", "--calib", "none",
+                 "--min-numel", "256", "--quiet", "--jobs", "1", "--coders", "raw,rans"]) == 0
+    assert out.stat().st_size > _HUGE
+    n0 = _live()
+    model = load_packed(out)
+    assert _live()[0] == n0[0] + 1  # the packed rows' arena only: the file's buffer is gone
+    with torch.no_grad():
+        a = model(torch.zeros(1, 8, dtype=torch.long))
+    with torch.no_grad():
+        assert torch.equal(a, load_packed(out, fused=False)(torch.zeros(1, 8, dtype=torch.long)))
+    del model
+    assert _live() == n0

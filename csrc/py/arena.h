@@ -72,7 +72,9 @@ inline Block* allocate(size_t len) {
     const size_t tail = want + kHuge - head - want;
     if (tail) munmap(reinterpret_cast<void*>(start + want), tail);
 #ifdef MADV_HUGEPAGE
-    madvise(reinterpret_cast<void*>(start), want, MADV_HUGEPAGE);  // advice only: failure is harmless
+    // advice only: failure is harmless. GOLFPACK_NO_HUGEPAGE=1 leaves 4 KiB pages (to measure).
+    static const bool huge = !std::getenv("GOLFPACK_NO_HUGEPAGE");
+    if (huge) madvise(reinterpret_cast<void*>(start), want, MADV_HUGEPAGE);
 #endif
     b->base = reinterpret_cast<void*>(start);
     b->len = want;
@@ -134,6 +136,16 @@ inline std::vector<pybind11::object> arrays(const std::vector<std::pair<int64_t,
                                   {py::ssize_t(shapes[k].second), py::ssize_t(1)}, ptrs[k], owner);
   }
   return out;
+}
+
+// A writable uint8 [n] array in its own block (huge-page advised from 2 MiB): the buffer
+// load_packed reads the artifact file into (read, never mapped). Counted in g_live like an arena.
+inline pybind11::array_t<uint8_t> buffer(int64_t n) {
+  namespace py = pybind11;
+  if (n < 0) throw py::value_error("buffer size must be >= 0");
+  Block* b = allocate(size_t(n));
+  py::capsule owner(b, [](void* p) { release(static_cast<Block*>(p)); });
+  return py::array_t<uint8_t>({py::ssize_t(n)}, {py::ssize_t(1)}, static_cast<uint8_t*>(b->base), owner);
 }
 
 }  // namespace arena

@@ -62,6 +62,10 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
 }  // namespace
 
 void register_rans_rows(py::module_& m) {
+  m.def("huge_buffer", &arena::buffer, py::arg("n"),
+        "huge_buffer(n) -> uint8[n]: a writable buffer in its own anonymous block, 2 MiB-aligned and\n"
+        "advised MADV_HUGEPAGE from 2 MiB up (load_packed reads the artifact into it: one fault per 2 MiB\n"
+        "instead of per 4 KiB). Its contents start undefined.");
   m.def("packed_arena_stats", [] { return py::make_tuple(arena::g_live.load(), arena::g_bytes.load()); },
         "packed_arena_stats() -> (arenas, bytes): the packed-rows arenas alive now (csrc/py/arena.h).\n\n"
         "Each rans_decode_rows / rans_x32_decode_rows / rans_ctx_decode_rows call returns its arrays as\n"
