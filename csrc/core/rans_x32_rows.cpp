@@ -26,7 +26,6 @@ static_assert(kPiece % kLanes == 0, "pieces must not split rounds");
 struct Slot {
   RowsJob* job = nullptr;
   std::unique_ptr<Decoder> dec;
-  rans::SymbolHasher hasher;
   std::vector<uint8_t> buf;  // [carried partial row][new piece]
   uint64_t carry = 0, decoded = 0, row = 0;
   bool out_of_range = false;
@@ -36,7 +35,7 @@ struct Slot {
 void start(Slot& s, RowsJob* job) {
   s.job = job;
   s.dec.reset(new Decoder(job->plan));
-  s.hasher = rans::SymbolHasher();
+  s.dec->hash_output();  // hashed in the round loops (Stream::hacc)
   s.buf.assign(size_t(std::min<uint64_t>(kPiece, job->plan.count) + job->cols), 0);
   s.carry = s.decoded = s.row = 0;
   s.out_of_range = false;
@@ -48,7 +47,6 @@ void start(Slot& s, RowsJob* job) {
 void consume(Slot& s, uint64_t n, bool avx2) {
   RowsJob& j = *s.job;
   uint8_t* piece = s.buf.data() + s.carry;
-  s.hasher.update(piece, n);
   if (j.check_range && !s.out_of_range) {
     uint8_t bad = 0;
     for (uint64_t k = 0; k < n; ++k) bad |= uint8_t(piece[k] < s.lo_ok || piece[k] > s.hi_ok);
@@ -64,7 +62,7 @@ void consume(Slot& s, uint64_t n, bool avx2) {
 }
 
 void finish(Slot& s) {
-  s.dec->finish(s.hasher.finish());
+  s.dec->finish();
   if (s.out_of_range)
     throw std::runtime_error("rans_x32 stream decodes symbols outside the " + std::to_string(s.job->bits) +
                              "-bit range [S9]");

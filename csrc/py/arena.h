@@ -5,7 +5,8 @@
 // outputs are views into one anonymous mapping, 2 MiB-aligned and advised MADV_HUGEPAGE, so a
 // 15 MB load takes ~8 huge-page faults instead. The views do not overlap (each starts on a
 // 64-byte boundary), are writable, and share one base object: the mapping is released when the
-// last view (or anything built on one, e.g. torch.from_numpy) is gone.
+// last view (or anything built on one, e.g. torch.from_numpy) is gone (to a one-block cache for
+// the next call, see release()).
 //
 // Only anonymous memory: the artifact file itself is never mapped (a file truncated during the
 // load would SIGBUS instead of giving one clear error).
@@ -18,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -42,24 +44,66 @@ struct Block {
   bool mapped = false;
 };
 
-inline void release(Block* b) {
-  if (!b) return;
+// One released mapping is kept for the next allocation of about its size (what glibc does for
+// freed memory below its mmap threshold): a process that loads artifacts one after another (the
+// benchmarks, the tests, an eval over several artifacts) then writes into pages it already has
+// instead of zero-filling fresh ones. At most one block, at most kCacheMax bytes, is held.
+constexpr size_t kCacheMax = size_t(1) << 30;
+inline std::mutex g_cache_mu;
+inline Block* g_cache = nullptr;
+
+inline void unmap(Block* b) {
 #ifdef GP_ARENA_MMAP
   if (b->mapped) munmap(b->base, b->len);
   else
 #endif
     std::free(b->base);
-  g_live.fetch_sub(1);
-  g_bytes.fetch_sub(int64_t(b->len));
   delete b;
 }
 
-// len bytes (at least); large blocks 2 MiB-aligned and advised for huge pages.
+inline void release(Block* b) {
+  if (!b) return;
+  g_live.fetch_sub(1);
+  g_bytes.fetch_sub(int64_t(b->len));
+  if (b->mapped && b->len <= kCacheMax) {
+    Block* old;
+    {
+      std::lock_guard<std::mutex> lock(g_cache_mu);
+      old = g_cache;
+      g_cache = b;
+    }
+    if (old) unmap(old);
+    return;
+  }
+  unmap(b);
+}
+
+// The cached mapping when it fits `want` bytes without wasting more than half of it, else nullptr
+// (a cached block that does not fit is released).
+inline Block* from_cache(size_t want) {
+  Block* b;
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    b = g_cache;
+    g_cache = nullptr;
+  }
+  if (b && b->len >= want && b->len / 2 <= want) return b;
+  if (b) unmap(b);
+  return nullptr;
+}
+
+// len bytes (at least; contents undefined); large blocks 2 MiB-aligned and advised for huge pages.
 inline Block* allocate(size_t len) {
   Block* b = new Block;
 #ifdef GP_ARENA_MMAP
   if (len >= kHuge) {
     const size_t want = (len + kHuge - 1) / kHuge * kHuge;
+    if (Block* c = from_cache(want)) {
+      delete b;
+      g_live.fetch_add(1);
+      g_bytes.fetch_add(int64_t(c->len));
+      return c;
+    }
     void* p = mmap(nullptr, want + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       delete b;
