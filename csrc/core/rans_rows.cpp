@@ -174,19 +174,22 @@ void pack_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t s
   } else {
     uint64_t k = 0;
 #if defined(__x86_64__) || defined(__i386__)
-    // VBMI packers with the AVX-512 loops, and under `auto` on every VBMI CPU: on the Zen 5 of
-    // issue 19 auto runs the AVX2 round loops (faster there) but VBMI packs int7 at 0.027 vs PEXT's
-    // 0.094 ns/symbol. A forced "avx2" keeps the AVX2-only packers (the tests run those too).
-    if (avx2 && bits != 4 && bits != 6 && cpu_has_vbmi() &&
-        (rans::resolved_isa() == rans::Isa::kAvx512 || rans::get_isa() == rans::Isa::kAuto))
-      k = pack_vbmi(u, cols, bits, dst);  // k % 64 == 0: byte-aligned; the rest below from there
-    // AVX2 merges for int5 only (0.21 -> 0.10 ns/symbol in benchmarks/x32_breakdown.cpp; PEXT
+    // VBMI packers (every width 2..7) with the AVX-512 loops, and under `auto` on every VBMI CPU:
+    // on the Zen 5 of issue 19 auto runs the AVX2 round loops (faster there) but VBMI packs at
+    // 0.023-0.028 ns/symbol against 0.036 (int4 bitpack), 0.040 (pack6_avx2), 0.050 (int5 merges)
+    // and 0.095 (int7 PEXT) (benchmarks/x32_breakdown.cpp). A forced "avx2" keeps the AVX2-only
+    // packers (the tests run those too).
+    const bool vbmi = avx2 && cpu_has_vbmi() &&
+                      (rans::resolved_isa() == rans::Isa::kAvx512 || rans::get_isa() == rans::Isa::kAuto);
+    if (vbmi) k = pack_vbmi(u, cols, bits, dst);  // k % 64 == 0: byte-aligned; the rest below from there
+    // AVX2 merges for int5 (0.21 -> 0.10 ns/symbol in benchmarks/x32_breakdown.cpp; PEXT
     // measured faster for 7: 0.116 vs 0.138, and 2/3 keep PEXT too)
     else if (avx2 && bits == 5) k = pack_merge_avx2(u, cols, bits, dst, stride);  // k % 32 == 0: byte-aligned
-    if (bits == 6 && avx2) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
+    else if (avx2 && bits == 6) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
     // 2, 3, 7: the widths bitpack::pack has no specialised packer for (its 64-bit accumulator
-    // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19)
-    else if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext())
+    // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19); after
+    // VBMI, the row's last cols % 64 symbols
+    if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext())
       k += pack_pext(u + k, cols - k, bits, dst + k / 8 * bits, stride - int64_t(k / 8 * bits));
 #endif
     bitpack::pack(reinterpret_cast<const int8_t*>(u + k), size_t(cols - k), bits, dst + k * bits / 8);
