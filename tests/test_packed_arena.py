@@ -205,3 +205,21 @@ def test_a_large_artifact_loads_and_keeps_no_read_buffer(tmp_path, one_torch_thr
         assert torch.equal(a, load_packed(out, fused=False)(torch.zeros(1, 8, dtype=torch.long)))
     del model
     assert _live() == n0
+
+
+def test_a_released_arena_is_reused_by_the_next_call_with_fresh_contents():
+    # (arena.h keeps one released mapping for the next call of about its size: the next call's
+    # views must hold that call's values, whatever the previous views were overwritten with)
+    rng = np.random.default_rng(9)
+    big = [_symbols(rng, 512, 1536, 6) for _ in range(3)]  # >= 2 MiB of packed rows: a mapping
+    jobs = [(_C.rans_x32_encode(u), 512, 1536, 6) for _, u in big]
+    want = [_C.qpack_rows(q, 6) for q, _ in big]
+    n0 = _live()
+    for _ in range(3):
+        got = _C.rans_x32_decode_rows(jobs)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+        for g in got:
+            g[...] = 0x5A
+        del g
+        del got
+        assert _live() == n0
