@@ -5,8 +5,8 @@
 // outputs are views into one anonymous mapping, 2 MiB-aligned and advised MADV_HUGEPAGE, so a
 // 15 MB load takes ~8 huge-page faults instead. The views do not overlap (each starts on a
 // 64-byte boundary), are writable, and share one base object: the mapping is released when the
-// last view (or anything built on one, e.g. torch.from_numpy) is gone (to a one-block cache for
-// the next call, see release()).
+// last view (or anything built on one, e.g. torch.from_numpy) is gone (to a small cache for
+// the next calls, see release()).
 //
 // Only anonymous memory: the artifact file itself is never mapped (a file truncated during the
 // load would SIGBUS instead of giving one clear error).
@@ -44,13 +44,15 @@ struct Block {
   bool mapped = false;
 };
 
-// One released mapping is kept for the next allocation of about its size (what glibc does for
-// freed memory below its mmap threshold): a process that loads artifacts one after another (the
-// benchmarks, the tests, an eval over several artifacts) then writes into pages it already has
-// instead of zero-filling fresh ones. At most one block, at most kCacheMax bytes, is held.
+// A few released mappings are kept for the next allocations of about their size (what glibc does
+// for freed memory below its mmap threshold): a process that loads artifacts one after another
+// (the benchmarks, the tests, an eval over several artifacts) then writes into pages it already
+// has instead of zero-filling fresh ones. One load makes one arena per coder family (v1 rans,
+// rans_x32, rans_rc) plus the file's buffer, hence kCacheSlots; at most kCacheMax bytes each.
 constexpr size_t kCacheMax = size_t(1) << 30;
+constexpr int kCacheSlots = 4;
 inline std::mutex g_cache_mu;
-inline Block* g_cache = nullptr;
+inline Block* g_cache[kCacheSlots] = {};
 
 inline void unmap(Block* b) {
 #ifdef GP_ARENA_MMAP
@@ -69,8 +71,9 @@ inline void release(Block* b) {
     Block* old;
     {
       std::lock_guard<std::mutex> lock(g_cache_mu);
-      old = g_cache;
-      g_cache = b;
+      old = g_cache[kCacheSlots - 1];  // the least recently released goes
+      for (int k = kCacheSlots - 1; k > 0; --k) g_cache[k] = g_cache[k - 1];
+      g_cache[0] = b;
     }
     if (old) unmap(old);
     return;
@@ -78,17 +81,17 @@ inline void release(Block* b) {
   unmap(b);
 }
 
-// The cached mapping when it fits `want` bytes without wasting more than half of it, else nullptr
-// (a cached block that does not fit is released).
+// A cached mapping that fits `want` bytes without wasting more than half of it, else nullptr.
 inline Block* from_cache(size_t want) {
-  Block* b;
-  {
-    std::lock_guard<std::mutex> lock(g_cache_mu);
-    b = g_cache;
-    g_cache = nullptr;
+  std::lock_guard<std::mutex> lock(g_cache_mu);
+  for (int k = 0; k < kCacheSlots; ++k) {
+    Block* b = g_cache[k];
+    if (b && b->len >= want && b->len / 2 <= want) {
+      for (int j = k; j + 1 < kCacheSlots; ++j) g_cache[j] = g_cache[j + 1];
+      g_cache[kCacheSlots - 1] = nullptr;
+      return b;
+    }
   }
-  if (b && b->len >= want && b->len / 2 <= want) return b;
-  if (b) unmap(b);
   return nullptr;
 }
 
