@@ -17,8 +17,8 @@ a shared machine hits all alike:
 Each gets the median wall time and the median CPU time of the process (all threads), and the
 median CPU time per stage (exclusive: a stage nested in another is not counted twice). The packed
 weights of every configuration are checked identical. `kernel` times the native calls alone on
-the artifact's symbol streams (v1 rans, rans_rc and rans_x32 each; MB = 10^6 symbols per second of
-thread CPU time), and `crc` the
+the artifact's symbol streams (v1 rans, rans_rc and rans_x32 each, under "auto" (what a load runs)
+and each ISA; MB = 10^6 symbols per second of thread CPU time), and `crc` the
 stream checksums with zlib vs golfpack._C.crc32.
 
 JSON keys: artifact_bytes, symbols, decode_ms_median (fused, wall), decode_cpu_ms_median,
@@ -137,7 +137,9 @@ def _kernel(art, reps: int) -> dict:
     entries = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans"]
     jobs = [(e.stream_view("symbols"), e.shape[0], e.shape[1], e.streams["symbols"].type.bits) for e in entries]
     n = sum(r * c for _, r, c, _ in jobs)
-    isas = simd_isas() + ["scalar"]
+    # "auto" = what a load runs (its round loops and packers; on a VBMI CPU whose auto loop is
+    # AVX2, e.g. AMD Zen 5, auto packs with VBMI while a forced "avx2" keeps the AVX2 packers)
+    isas = ["auto"] + simd_isas() + ["scalar"]
     out = {"streams": len(jobs), "symbols": n}
     rc = [e for e in art.tensors.values() if e.packs_directly and e.streams["symbols"].coder == "rans_rc"]
     if rc:

@@ -1,5 +1,6 @@
 // x32_breakdown.cpp: where the time of a rans_x32 rows decode goes (benchmarks/RESULTS.md, issue 19):
-// ns per symbol of the round loops alone (Decoder::run_group over 1..8 streams, per ISA), of the
+// ns per symbol of the round loops alone and with the fused symbol hash (Decoder::hash_output; the
+// final tags checked) (Decoder::run_group over 1..8 streams, per ISA), of the
 // symbol hash (rans::SymbolHasher over 16 Ki pieces) and of packing into b-bit rows (pack_u_row,
 // per width, under the AVX-512 and AVX2 switches). Thread CPU time, best of 5; 768 Ki Student-t(6)
 // int6 symbols per stream.
@@ -45,6 +46,7 @@ int main() {
   if (cpu_has_avx512()) isas.push_back(rans::Isa::kAvx512);
   const char* names[] = {"auto", "scalar", "avx2", "avx512"};
   for (rans::Isa isa : isas)
+    for (int hashed = 0; hashed < 2; ++hashed)
     for (int s : {1, 2, 3, 4, 8}) {
       double best = 1e9;
       for (int rep = 0; rep < 5; ++rep) {
@@ -57,15 +59,19 @@ int main() {
         for (int k = 0; k < s; ++k) {
           plans[size_t(k)] = rans_x32::prepare(st[size_t(k)].data(), st[size_t(k)].size(), n);
           ds[size_t(k)].reset(new rans_x32::Decoder(plans[size_t(k)], isa));
+          if (hashed) ds[size_t(k)]->hash_output();
           dp[k] = ds[size_t(k)].get(), op[k] = out[size_t(k)].data(), nn[k] = n;
         }
         const double t0 = thread_cpu();
         rans_x32::Decoder::run_group(dp, op, nn, s);
+        if (hashed)
+          for (int k = 0; k < s; ++k) dp[k]->finish();  // the tags check the fused hash
         best = std::min(best, thread_cpu() - t0);
         for (int k = 0; k < s; ++k)
           if (out[size_t(k)] != u[size_t(k)]) std::printf("MISMATCH\n");
       }
-      std::printf("round loop %-6s %d stream(s): %.3f ns/symbol (%.0f MB/s)\n", names[int(isa)], s,
+      std::printf("round loop%s %-6s %d stream(s): %.3f ns/symbol (%.0f MB/s)\n", hashed ? " + hash" : "",
+                  names[int(isa)], s,
                   best / double(s * n) * 1e9, double(s * n) / best / 1e6);
     }
   double best = 1e9;

@@ -186,6 +186,12 @@ class SymbolHasher {
  public:
   void update(const uint8_t* p, uint64_t n);
   uint64_t finish() const;
+  // For loops that hash whole 32-byte blocks themselves (the rans_x32 round loops: one round of
+  // 32 symbols is one word for each accumulator): the four accumulators when the next byte starts
+  // accumulator 0 with nothing pending, else nullptr; absorbed_blocks(n) then records the n blocks
+  // of 32 bytes the loop absorbed with hash::round, word a of a block into accumulator a.
+  uint64_t* block_acc() { return npending_ == 0 && (words_ & 3) == 0 ? acc_ : nullptr; }
+  void absorbed_blocks(uint64_t n) { words_ += 4 * n; }
 
  private:
   void word(uint64_t w) {

@@ -8,9 +8,10 @@
 // decoded in pieces of kPiece symbols into a small buffer that stays in L1, hashed for the
 // integrity tag and packed row by row while it is hot.
 //
-// Throughput: one stream is a chain of dependent rounds, so each worker keeps up to 4 jobs in
-// flight and decodes one piece of each per step with the interleaved AVX2 loop
-// (Decoder::run_group). `threads` workers share the job list.
+// Throughput: one stream is a chain of dependent rounds, so each worker keeps up to 8 jobs in
+// flight and decodes one piece of each per step with the interleaved loop (Decoder::run_group;
+// the piece consumer and worker loop are rows_slot.h's, shared with rans_x32_rows.cpp).
+// `threads` workers share the job list.
 //
 // Validation is the same as rans_decode followed by coders._check_symbol_range: every
 // stream-level check of RANS.md (the symbols must also fit b bits; that error is reported after
@@ -27,6 +28,7 @@
 #include "qmatmul.h"
 #include "rans.h"
 #include "rans_rows.h"
+#include "rows_slot.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -36,8 +38,7 @@ namespace golfpack {
 namespace rans_rows {
 namespace {
 
-constexpr int kSymbolOffset = 128;   // u = s + 128 (coders.RANS_SYMBOL_OFFSET)
-constexpr uint64_t kPiece = 16384;   // symbols per decode step: buffer + table stay in L1/L2
+using rows::kSymbolOffset;
 constexpr int kInFlight = rans::kMaxInterleave;  // jobs interleaved per worker (Decoder::run_group)
 
 
@@ -174,131 +175,28 @@ void pack_row(const uint8_t* u, uint64_t cols, int bits, uint8_t* dst, int64_t s
   } else {
     uint64_t k = 0;
 #if defined(__x86_64__) || defined(__i386__)
-    if (avx2 && bits != 4 && bits != 6 && rans::resolved_isa() == rans::Isa::kAvx512 && cpu_has_vbmi())
-      k = pack_vbmi(u, cols, bits, dst);  // k % 64 == 0: byte-aligned; the rest below from there
-    // AVX2 merges for int5 only (0.21 -> 0.10 ns/symbol in benchmarks/x32_breakdown.cpp; PEXT
+    // VBMI packers (every width 2..7) with the AVX-512 loops, and under `auto` on every VBMI CPU:
+    // on the Zen 5 of issue 19 auto runs the AVX2 round loops (faster there) but VBMI packs at
+    // 0.023-0.028 ns/symbol against 0.036 (int4 bitpack), 0.040 (pack6_avx2), 0.050 (int5 merges)
+    // and 0.095 (int7 PEXT) (benchmarks/x32_breakdown.cpp). A forced "avx2" keeps the AVX2-only
+    // packers (the tests run those too).
+    const bool vbmi = avx2 && cpu_has_vbmi() &&
+                      (rans::resolved_isa() == rans::Isa::kAvx512 || rans::get_isa() == rans::Isa::kAuto);
+    if (vbmi) k = pack_vbmi(u, cols, bits, dst);  // k % 64 == 0: byte-aligned; the rest below from there
+    // AVX2 merges for int5 (0.21 -> 0.10 ns/symbol in benchmarks/x32_breakdown.cpp; PEXT
     // measured faster for 7: 0.116 vs 0.138, and 2/3 keep PEXT too)
     else if (avx2 && bits == 5) k = pack_merge_avx2(u, cols, bits, dst, stride);  // k % 32 == 0: byte-aligned
-    if (bits == 6 && avx2) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
+    else if (avx2 && bits == 6) k = pack6_avx2(u, cols, dst, stride);  // k % 32 == 0: byte-aligned
     // 2, 3, 7: the widths bitpack::pack has no specialised packer for (its 64-bit accumulator
-    // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19)
-    else if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext())
+    // loop made int7 rows decode at half the int6 rate, benchmarks/RESULTS.md issue 19); after
+    // VBMI, the row's last cols % 64 symbols
+    if (avx2 && (bits <= 3 || bits == 7) && cpu_has_fast_pext())
       k += pack_pext(u + k, cols - k, bits, dst + k / 8 * bits, stride - int64_t(k / 8 * bits));
 #endif
     bitpack::pack(reinterpret_cast<const int8_t*>(u + k), size_t(cols - k), bits, dst + k * bits / 8);
     used = bitpack::packed_size(size_t(cols), bits);
   }
   std::memset(dst + used, 0, size_t(stride) - used);
-}
-
-struct Slot {
-  Job* job = nullptr;
-  std::unique_ptr<rans::Decoder> dec;
-  rans::SymbolHasher hasher;
-  std::vector<uint8_t> buf;  // [carried partial row][new piece]
-  uint64_t carry = 0;        // symbols of an unfinished row at the front of buf
-  uint64_t decoded = 0;
-  uint64_t row = 0;          // next row to pack
-  bool out_of_range = false;
-  uint8_t lo_ok = 0, hi_ok = 0;  // valid u range
-};
-
-void start(Slot& s, Job* job) {
-  s.job = job;
-  s.dec.reset(new rans::Decoder(job->plan));
-  s.hasher = rans::SymbolHasher();
-  s.buf.assign(size_t(std::min<uint64_t>(kPiece, job->plan.count) + job->cols), 0);
-  s.carry = s.decoded = s.row = 0;
-  s.out_of_range = false;
-  const int half = 1 << (job->bits - 1);
-  s.lo_ok = uint8_t(kSymbolOffset - half);
-  s.hi_ok = uint8_t(kSymbolOffset + half - 1);
-}
-
-// After a piece landed at buf[carry, carry + n): hash it, check its range, pack full rows.
-void consume(Slot& s, uint64_t n, bool avx2) {
-  Job& j = *s.job;
-  uint8_t* piece = s.buf.data() + s.carry;
-  s.hasher.update(piece, n);
-  if (j.check_range && !s.out_of_range) {
-    uint8_t bad = 0;
-    for (uint64_t k = 0; k < n; ++k) bad |= uint8_t(piece[k] < s.lo_ok || piece[k] > s.hi_ok);
-    s.out_of_range = bad != 0;
-  }
-  s.decoded += n;
-  const uint64_t have = s.carry + n;
-  uint64_t k = 0;
-  for (; k + j.cols <= have; k += j.cols, ++s.row)
-    pack_row(s.buf.data() + k, j.cols, j.bits, j.out + int64_t(s.row) * j.stride, j.stride, avx2);
-  s.carry = have - k;
-  if (s.carry) std::memmove(s.buf.data(), s.buf.data() + k, size_t(s.carry));
-}
-
-void finish(Slot& s) {
-  Job& j = *s.job;
-  s.dec->finish(s.hasher.finish());
-  if (s.out_of_range)
-    throw std::runtime_error("rans stream decodes symbols outside the " + std::to_string(j.bits) + "-bit range [S9]");
-}
-
-// One worker: keeps up to kInFlight jobs decoding together until the shared list is empty.
-void worker(std::vector<Job>& jobs, std::atomic<size_t>& next) {
-  const bool avx2 = rans::uses_avx2(rans::resolved_isa());  // same switch as the decoder
-  Slot slots[kInFlight];
-  for (;;) {
-    for (Slot& s : slots) {
-      while (!s.job) {
-        const size_t k = next.fetch_add(1);
-        if (k >= jobs.size()) break;
-        Job& j = jobs[k];
-        if (!j.error.empty()) continue;
-        try {
-          start(s, &j);
-          if (j.plan.count == 0) {  // an empty stream: nothing to decode or pack
-            s.dec->finish(0);
-            s.job = nullptr;
-          }
-        } catch (const std::exception& e) {
-          j.error = e.what();
-          s.job = nullptr;
-        }
-      }
-    }
-    rans::Decoder* ds[kInFlight];
-    uint8_t* outs[kInFlight];
-    uint64_t ns[kInFlight];
-    Slot* act[kInFlight];
-    int m = 0;
-    for (Slot& s : slots) {
-      if (!s.job) continue;
-      act[m] = &s;
-      ds[m] = s.dec.get();
-      outs[m] = s.buf.data() + s.carry;
-      ns[m] = std::min(kPiece, s.job->plan.count - s.decoded);
-      ++m;
-    }
-    if (m == 0) return;
-    std::string errs[kInFlight];
-    rans::Decoder::run_group(ds, outs, ns, m, errs);
-    for (int i = 0; i < m; ++i)
-      if (!errs[i].empty()) {
-        act[i]->job->error = errs[i];
-        act[i]->job = nullptr;
-      }
-    for (int i = 0; i < m; ++i) {
-      Slot* s = act[i];
-      if (!s->job) continue;
-      consume(*s, ns[i], avx2);
-      if (s->decoded == s->job->plan.count) {
-        try {
-          finish(*s);
-        } catch (const std::exception& e) {
-          s->job->error = e.what();
-        }
-        s->job = nullptr;
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -317,7 +215,7 @@ void prepare_job(Job& j) {
 
 void decode(std::vector<Job>& jobs, int threads) {
   std::atomic<size_t> next{0};
-  rans::run_workers(threads, jobs.size(), [&] { worker(jobs, next); });
+  rans::run_workers(threads, jobs.size(), [&] { rows::worker<kInFlight, Job, rans::Decoder>(jobs, next, "rans"); });
 }
 
 }  // namespace rans_rows

@@ -202,13 +202,25 @@ void Decoder::checked(uint8_t* out, uint64_t n) {
     x_[j] = v;
   }
   done_ += n;
+  if (hashing_) hasher_.update(out, n);
+}
+
+void Decoder::hashed_rounds(const uint8_t* out, uint64_t rounds, const uint64_t* acc) {
+  if (!hashing_) return;
+  if (acc) hasher_.absorbed_blocks(rounds);
+  else hasher_.update(out, rounds * kLanes);
 }
 
 uint64_t Decoder::rounds(uint8_t* out, uint64_t n) {
-  if (isa_ == rans::Isa::kScalar) return rounds_scalar(x_, wp_, plan_.words_end, ent_.data(), out, n);
-  Stream st{x_, wp_, plan_.words_end, ent_.data(), out};
+  if (isa_ == rans::Isa::kScalar) {
+    const uint64_t got = rounds_scalar(x_, wp_, plan_.words_end, ent_.data(), out, n);
+    hashed_rounds(out, got, nullptr);
+    return got;
+  }
+  Stream st{x_, wp_, plan_.words_end, ent_.data(), out, block_acc()};
   const uint64_t got = isa_ == rans::Isa::kAvx512 ? rounds_avx512(&st, 1, n) : rounds_avx2(&st, 1, n);
   wp_ = st.wp;
+  hashed_rounds(out, got, st.hacc);
   return got;
 }
 
@@ -218,6 +230,7 @@ void Decoder::run(uint8_t* out, uint64_t n) {
   if (plan_.table.present == 1) {
     std::memset(out, plan_.table.lo, n);
     done_ += n;
+    if (hashing_) hasher_.update(out, n);  // (finish checks nothing for one symbol; kept exact)
     return;
   }
   // Checked steps to a round boundary, whole rounds while a round's words fit, checked steps
@@ -271,11 +284,13 @@ void Decoder::run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t*
     if (m > 1 && rounds) {
       Stream st[kMaxStreams];
       for (int i = 0; i < m; ++i)
-        st[i] = Stream{g[i]->x_, g[i]->wp_, g[i]->plan_.words_end, g[i]->ent_.data(), go[i] + head[i]};
+        st[i] = Stream{g[i]->x_, g[i]->wp_, g[i]->plan_.words_end, g[i]->ent_.data(), go[i] + head[i],
+                       g[i]->block_acc()};
       got = g[0]->isa_ == rans::Isa::kAvx512 ? rounds_avx512(st, m, rounds) : rounds_avx2(st, m, rounds);
       for (int i = 0; i < m; ++i) {
         g[i]->wp_ = st[i].wp;
         g[i]->done_ += kLanes * got;
+        g[i]->hashed_rounds(go[i] + head[i], got, st[i].hacc);
       }
     }
     for (int i = 0; i < m; ++i) {
@@ -293,8 +308,9 @@ void Decoder::finish(uint64_t hash) const {
 
 void decode_fast(const Plan& plan, uint8_t* out) {
   Decoder d(plan);
+  d.hash_output();
   d.run(out, plan.count);
-  if (plan.count && plan.table.present != 1) d.finish(rans::symbol_hash(out, plan.count));
+  d.finish();
 }
 
 }  // namespace rans_x32

@@ -81,6 +81,10 @@ struct Stream {
   const uint8_t* we;
   const uint32_t* ent;  // 2^12 Entry
   uint8_t* out;
+  // Non-null: the 4 symbol-hash accumulators (rans::SymbolHasher::block_acc): each round's 32
+  // output bytes are absorbed in the loop, 8-byte word a into accumulator a (the hash is a
+  // latency chain; next to the throughput-bound round it is nearly free, issue 19).
+  uint64_t* hacc = nullptr;
 };
 // S = 1..kMaxStreams streams in one loop; stops when any stream lacks a round's words; returns
 // the rounds decoded (each stream's out receives 32 * rounds symbols).
@@ -94,6 +98,10 @@ class Decoder {
   explicit Decoder(const Plan& plan, rans::Isa isa = rans::Isa::kAuto);
   void run(uint8_t* out, uint64_t n);  // throws rans::Error on truncation (X5)
   void finish(uint64_t hash) const;    // throws rans::Error (X6 unread words, X7 tags)
+  // From the first run() on, the decoder hashes everything it decodes (the SIMD round loops
+  // while each round is in registers); finish() then checks against that hash.
+  void hash_output() { hashing_ = true; }
+  void finish() const { finish(hasher_.finish()); }
   // ds[k]->run(out[k], n[k]) for every k, up to kMaxStreams SIMD streams per loop. With
   // `errors`, decoder k's stream error goes to errors[k] and the others continue.
   static void run_group(Decoder* const* ds, uint8_t* const* out, const uint64_t* n, int count,
@@ -108,6 +116,11 @@ class Decoder {
   const uint8_t* wp_ = nullptr;
   uint64_t done_ = 0;
   std::vector<uint32_t> ent_;  // slot -> Entry
+  bool hashing_ = false;
+  rans::SymbolHasher hasher_;
+  uint64_t* block_acc() { return hashing_ ? hasher_.block_acc() : nullptr; }
+  // After a round loop wrote `rounds` rounds at out with st.hacc = acc: record or hash them.
+  void hashed_rounds(const uint8_t* out, uint64_t rounds, const uint64_t* acc);
 };
 
 // ---- decode straight into packed rows (rans_x32_rows.cpp; as rans_rows for v1) ----

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "arena.h"
 #include "batch_results.h"
 #include "byteview.h"
 #include "common.h"
@@ -66,7 +67,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
   std::vector<rans_ctx::RowsJob> jobs(specs.size());
   std::vector<std::unique_ptr<ByteView>> views(jobs.size());
   std::vector<Model> models(jobs.size());
-  std::vector<py::object> arrays(jobs.size());
+  std::vector<std::pair<int64_t, int64_t>> shapes(jobs.size(), {-1, 0});
   for (size_t k = 0; k < jobs.size(); ++k) {
     py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
     if (spec.size() != 11)
@@ -88,14 +89,14 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
       j.md = std::move(models[k].m);
     } catch (const std::invalid_argument& e) {
       j.error = e.what();
-      arrays[k] = py::none();
       continue;
     }
     j.stride = qlayout::packed_row_stride(int64_t(j.cols), j.bits);
-    py::array_t<uint8_t> a({py::ssize_t(j.count / j.cols), py::ssize_t(j.stride)});
-    j.out = a.mutable_data();
-    arrays[k] = a;
+    shapes[k] = {int64_t(j.count / j.cols), j.stride};
   }
+  std::vector<uint8_t*> outs;
+  const std::vector<py::object> arrays = arena::arrays(shapes, outs);  // one allocation for all (arena.h)
+  for (size_t k = 0; k < jobs.size(); ++k) jobs[k].out = outs[k];
   {
     py::gil_scoped_release nogil;
     rans_ctx::decode_rows(jobs, threads);

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "arena.h"
 #include "batch_results.h"
 #include "byteview.h"
 #include "common.h"
@@ -30,7 +31,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
   if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
   std::vector<rans_rows::Job> jobs(specs.size());
   std::vector<std::unique_ptr<ByteView>> views(jobs.size());
-  std::vector<py::object> arrays(jobs.size());
+  std::vector<std::pair<int64_t, int64_t>> shapes(jobs.size(), {-1, 0});
   for (size_t k = 0; k < jobs.size(); ++k) {
     py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
     if (spec.size() != 4) throw py::value_error("each job must be (data, rows, cols, bits)");
@@ -46,14 +47,11 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
     if (j.cols && j.rows > rans::kMaxCount / j.cols)
       throw py::value_error("rows * cols exceeds the 2^40 symbol cap");
     rans_rows::prepare_job(j);
-    if (!j.error.empty()) {
-      arrays[k] = py::none();
-      continue;
-    }
-    py::array_t<uint8_t> a({py::ssize_t(j.rows), py::ssize_t(j.stride)});
-    j.out = a.mutable_data();
-    arrays[k] = a;
+    if (j.error.empty()) shapes[k] = {int64_t(j.rows), j.stride};
   }
+  std::vector<uint8_t*> outs;
+  const std::vector<py::object> arrays = arena::arrays(shapes, outs);  // one allocation for all (arena.h)
+  for (size_t k = 0; k < jobs.size(); ++k) jobs[k].out = outs[k];
   {
     py::gil_scoped_release nogil;
     rans_rows::decode(jobs, threads);
@@ -64,6 +62,14 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
 }  // namespace
 
 void register_rans_rows(py::module_& m) {
+  m.def("huge_buffer", &arena::buffer, py::arg("n"),
+        "huge_buffer(n) -> uint8[n]: a writable buffer in its own anonymous block, 2 MiB-aligned and\n"
+        "advised MADV_HUGEPAGE from 2 MiB up (load_packed reads the artifact into it: one fault per 2 MiB\n"
+        "instead of per 4 KiB). Its contents start undefined.");
+  m.def("packed_arena_stats", [] { return py::make_tuple(arena::g_live.load(), arena::g_bytes.load()); },
+        "packed_arena_stats() -> (arenas, bytes): the packed-rows arenas alive now (csrc/py/arena.h).\n\n"
+        "Each rans_decode_rows / rans_x32_decode_rows / rans_ctx_decode_rows call returns its arrays as\n"
+        "views into one allocation, released when the last view is gone (for the tests).");
   m.def("rans_decode_rows", &decode_rows_py, py::arg("jobs"), py::arg("threads") = 1,
         "rans_decode_rows(jobs: [(data, rows, cols, bits)], threads: int = 1) -> list\n\n"
         "Decode rANS int streams (symbols u = s + 128, s of `bits` bits) straight into the packed\n"

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "arena.h"
 #include "batch_results.h"
 #include "byteview.h"
 #include "common.h"
@@ -80,7 +81,7 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
   if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
   std::vector<rans_x32::RowsJob> jobs(specs.size());
   std::vector<std::unique_ptr<ByteView>> views(jobs.size());
-  std::vector<py::object> arrays(jobs.size());
+  std::vector<std::pair<int64_t, int64_t>> shapes(jobs.size(), {-1, 0});
   for (size_t k = 0; k < jobs.size(); ++k) {
     py::sequence spec = py::reinterpret_borrow<py::sequence>(specs[k]);
     if (spec.size() != 4) throw py::value_error("each job must be (data, rows, cols, bits)");
@@ -94,14 +95,11 @@ py::list decode_rows_py(const py::sequence& specs, int threads) {
     if (!valid_bits(j.bits)) throw py::value_error("bits must be 2..8, got " + std::to_string(j.bits));
     if (j.cols && j.rows > rans::kMaxCount / j.cols) throw py::value_error("rows * cols exceeds the 2^40 symbol cap");
     rans_x32::prepare_rows_job(j);
-    if (!j.error.empty()) {
-      arrays[k] = py::none();
-      continue;
-    }
-    py::array_t<uint8_t> a({py::ssize_t(j.rows), py::ssize_t(j.stride)});
-    j.out = a.mutable_data();
-    arrays[k] = a;
+    if (j.error.empty()) shapes[k] = {int64_t(j.rows), j.stride};
   }
+  std::vector<uint8_t*> outs;
+  const std::vector<py::object> arrays = arena::arrays(shapes, outs);  // one allocation for all
+  for (size_t k = 0; k < jobs.size(); ++k) jobs[k].out = outs[k];
   {
     py::gil_scoped_release nogil;
     rans_x32::decode_rows(jobs, threads);
