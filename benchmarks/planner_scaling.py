@@ -74,7 +74,7 @@ def encode_row(name: str, src: Path, bpp: float, tmp: Path, extra: list[str] = (
 
 
 def markdown(rows: list[dict]) -> str:
-    stages = ["calibration", "candidates", "plan", "tune", "check"]
+    stages = ["calibration", "candidates", "plan", "propagate", "tune", "check"]
     out = ["| model | params | budget | total bytes | wall s | CPU s | peak RSS GB | load | "
            + " | ".join(f"{s} s" for s in stages) + " | wall s / M params |",
            "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(stages) + "---:|"]
