@@ -83,7 +83,10 @@ class PlannerConfig:
     # learned rounding during tuning (codec.tune: symbols may move one step toward zero); 0: off
     tune_round_lr: float = 0.0
     # re-quantization of the chosen plan against the quantized model's own inputs (codec.propagate);
-    # the value is the correction's alpha in (0, 1], 0: off
+    # the value is the correction's alpha in (0, 1], 0: off. Opt-in (`encode --propagate 1`): on the
+    # GPU-trained 9x512 at the GPTQ int6 export's bytes it took the c4_val gap from 52.6% to
+    # 41-46% of that export's at three calibration seeds, for ~1 CPU minute and a float copy of the
+    # calibration inputs (benchmarks/RESULTS.md, issue 18); measured at two budgets only so far.
     propagate: float = 0.0
     device: str | None = None  # where GPTQ's column loop runs (None: CPU)
     min_numel: int = 4096  # smaller tensors are stored as floats (codec.spec.quantizable)
