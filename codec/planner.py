@@ -703,17 +703,18 @@ def _propagate_plan(ck, items, chosen, total, data, calib, cfg, teacher, enc, sc
             break
         if r + 1 == PROPAGATE_ROUNDS:
             break
-        # measured ratio of each tensor's re-quantized streams to its planned ones, then solve again
+        # each tensor's estimate scaled to what its re-quantized streams measured (as the plan loop
+        # scales to the plain streams: bytes over the chosen candidate's estimate; compounding the
+        # ratio onto the previous scale instead counted the shrink twice and diverged at 5.3 MB)
         real = []
         for i, (c0, c1) in enumerate(zip(plan_c, refined)):
-            b0, b1 = enc.stream_bytes(i, c0) if (i, id(c0)) in enc.cache else 0, enc.stream_bytes(i, c1)
-            if b0 > 0 and b1 > 0:
-                sc[i] = sc[i] * b1 / b0
+            b1 = enc.stream_bytes(i, c1)
+            if c0.est_bytes > 0 and b1 > 0:
+                sc[i] = b1 / c0.est_bytes
             real.append(b1)
         target = int(aim - (t2 - sum(real)))
         plan_c = solve(items, target, sc)
         keep.append(plan_c)
-        enc.encode(plan_c)  # its streams' bytes are what the next round's ratios compare against
     rep["rounds"] = rounds
     if best is not None:
         rep["accepted"] = True
