@@ -683,6 +683,7 @@ def _propagate_plan(ck, items, chosen, total, data, calib, cfg, teacher, enc, sc
         except GolfpackError as e:
             rep["reason"] = f"no golfpack model for this checkpoint ({e})"
             return total, data, chosen, rep
+    teacher = teacher.float().eval()
     for r in range(PROPAGATE_ROUNDS):
         refined, rr = _propagate_stage(ck, items, plan_c, calib, cfg, teacher, progress, float_inputs)
         if refined is None:
@@ -731,18 +732,13 @@ PROPAGATE_ROUNDS = 3
 
 def _propagate_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, progress, float_inputs=None):
     """(re-quantized candidates or None, report) for codec.propagate on the chosen plan."""
+    import copy
+
     from golfpack.codec.gptq import gptq_quantize
     from golfpack.codec.propagate import PropagateConfig, propagate
-    from golfpack.model.load import from_state_dict
 
     rep = {}
-    try:
-        student = from_state_dict(ck.state_dict(), ck.config)
-    except GolfpackError as e:
-        rep["reason"] = f"no golfpack model for this checkpoint ({e})"
-        return None, rep
-    teacher = teacher.float().eval()
-    student = student.float().eval()
+    student = copy.deepcopy(teacher)  # its parameters take the plan's decoded values below
     params = dict(student.named_parameters())
     linears = {n for n, m in student.named_modules() if isinstance(m, torch.nn.Linear)}
     targets, by_name = {}, {}
@@ -763,9 +759,10 @@ def _propagate_stage(ck, items, chosen, calib, cfg: PlannerConfig, teacher, prog
         i = by_name[mod]
         it, c = items[i], chosen[i]
         q = gptq_quantize(wt, Ht, c.q.bits, cfg=gcfg, scales=c.q.scales, device=cfg.device)
-        dl, fo = _predicted(calib.stats.get(it.name), q.dequantize(), _source_tensor(ck, it.name), c)
+        w_hat = q.dequantize()
+        dl, fo = _predicted(calib.stats.get(it.name), w_hat, _source_tensor(ck, it.name), c)
         new[i] = Candidate(c.choice, dl, fo, c.est_bytes, q)
-        return q.dequantize()
+        return w_hat
 
     say = (lambda k, n: progress("propagate", k, n)) if progress else None
     try:
