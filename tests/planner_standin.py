@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,23 @@ def val_tokens(sp_path: Path, n_docs: int = 30) -> np.ndarray:
     for i in range(n_docs):
         out += [sp.bos_id(), *sp.encode(TEXT[(i * 37) % len(TEXT)] + f" doc {i}", out_type=int)]
     return np.array(out, dtype=np.uint16)
+
+
+@contextmanager
+def calibrated_standin(cfg):
+    """{ck, cal, items} of the seed-0 tiny checkpoint: its calibration on 16 x 32 random tokens and
+    the planner's candidates under cfg, built with one torch thread (the thread count is restored
+    on exit). For module-scoped fixtures of the plan-stage tests (test_tune, test_propagate)."""
+    from golfpack.codec import calib as C
+    from golfpack.codec.planner import build_items
+    from golfpack.model.load import from_state_dict
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ck = checkpoint_of(tiny_model(0))
+        seqs = C.sequences_from_tokens(random_tokens(8000, 0), 16, 32, seed=0)
+        cal = C.collect(from_state_dict(ck.state_dict(), ck.config), seqs)
+        yield dict(ck=ck, cal=cal, items=build_items(ck, cal, cfg))
+    finally:
+        torch.set_num_threads(n)

@@ -18,11 +18,11 @@ from golfpack.codec import calib as C
 from golfpack.codec import propagate as P
 from golfpack.codec.container import parse_artifact
 from golfpack.codec.gptq import gptq_quantize
-from golfpack.codec.planner import PlannerConfig, build_items, plan
+from golfpack.codec.planner import PlannerConfig, plan
 from golfpack.errors import GolfpackError
 from golfpack.model.load import from_state_dict
 
-from planner_standin import MIN_NUMEL, checkpoint_of, random_tokens, tiny_model
+from planner_standin import MIN_NUMEL, calibrated_standin, random_tokens, tiny_model
 
 CFG = PlannerConfig(method="gptq", min_numel=MIN_NUMEL, jobs=1, lqer_ranks=(), tolerance=0.02)
 
@@ -146,17 +146,8 @@ def test_one_pass_matches_a_forward_per_stage():
 
 @pytest.fixture(scope="module")
 def setup():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = tiny_model(0)
-        ck = checkpoint_of(model)
-        seqs = C.sequences_from_tokens(random_tokens(8000, 0), 16, 32, seed=0)
-        cal = C.collect(from_state_dict(ck.state_dict(), ck.config), seqs)
-        items = build_items(ck, cal, CFG)
-        yield dict(ck=ck, cal=cal, items=items)
-    finally:
-        torch.set_num_threads(n)
+    with calibrated_standin(CFG) as s:
+        yield s
 
 
 def test_planner_propagation_fits_and_brings_the_logits_closer(setup):

@@ -14,12 +14,12 @@ import torch
 from golfpack.codec import calib as C
 from golfpack.codec import tune as T
 from golfpack.codec.container import parse_artifact
-from golfpack.codec.planner import PlannerConfig, build_items, plan
+from golfpack.codec.planner import PlannerConfig, plan
 from golfpack.codec.quant import ClipSpec, quantize_rtn
 from golfpack.errors import GolfpackError
 from golfpack.model.load import from_state_dict
 
-from planner_standin import MIN_NUMEL, checkpoint_of, random_tokens, tiny_model
+from planner_standin import MIN_NUMEL, calibrated_standin, random_tokens
 
 CFG = PlannerConfig(method="gptq", min_numel=MIN_NUMEL, jobs=1, lqer_ranks=(), tolerance=0.02, tune_epochs=6,
                     tune_lr=3e-3)
@@ -27,17 +27,8 @@ CFG = PlannerConfig(method="gptq", min_numel=MIN_NUMEL, jobs=1, lqer_ranks=(), t
 
 @pytest.fixture(scope="module")
 def setup():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = tiny_model(0)
-        ck = checkpoint_of(model)
-        seqs = C.sequences_from_tokens(random_tokens(8000, 0), 16, 32, seed=0)
-        cal = C.collect(from_state_dict(ck.state_dict(), ck.config), seqs)
-        items = build_items(ck, cal, CFG)
-        yield dict(ck=ck, cal=cal, items=items)
-    finally:
-        torch.set_num_threads(n)
+    with calibrated_standin(CFG) as s:
+        yield s
 
 
 def _quantized(ck, bits=3):
