@@ -22,21 +22,19 @@ then going on and saying so); each round records the load. Medians over the roun
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from load_before_after import rev_package  # noqa: E402  (REV's package tree with a chosen _C)
 SYMBOLS = "crc+rans+pack"
 
 # argv: TREE (a package tree to import golfpack from, or "-" for the installed one), FIRST_PY,
@@ -70,21 +68,6 @@ m = load_packed(path, timer=t)
 c = (time.process_time() - c0) * 1e3
 print(json.dumps({"load_ms": c, "symbols_ms": t.ms.get("crc+rans+pack", 0.0), "faults": ru().ru_minflt - f0}))
 """
-
-
-def rev_tree(rev: str, so: Path, out: Path) -> Path:
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-    src = out / "src"
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(src, filter="data")
-    packages = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["scikit-build"]["wheel"]["packages"]
-    pkg = out / "pkg"
-    for dest, folder in sorted(packages.items()):
-        shutil.copytree(src / folder, pkg / dest, dirs_exist_ok=True)
-    import golfpack._C as native  # the extension's file name (ABI tag) this Python imports
-
-    shutil.copy(so, pkg / "golfpack" / Path(native.__file__).name)
-    return pkg
 
 
 def wait_load(limit: float) -> float:
@@ -123,7 +106,7 @@ def main(argv=None) -> int:
     loads = []
     with tempfile.TemporaryDirectory(prefix="golfpack_before_") as tmp:
         tmp = Path(tmp)
-        pkg = rev_tree(a.before_rev, a.before_so, tmp)
+        pkg = rev_package(a.before_rev, tmp, a.before_so)
         (tmp / "first.py").write_text(_FIRST)
         (tmp / "runner.py").write_text(_RUNNER)
         run = [sys.executable, str(tmp / "runner.py")]

@@ -50,7 +50,16 @@ sys.exit(main(sys.argv[2:]))
 
 
 def rev_tree(rev: str, out: Path) -> Path:
-    """REV's Python package under out/pkg/golfpack (plus this checkout's golfpack._C); returns out/pkg."""
+    """REV's Python package under out/pkg/golfpack (plus this checkout's golfpack._C) and the runner;
+    returns out/pkg."""
+    pkg = rev_package(rev, out)
+    (out / "runner.py").write_text(_RUNNER)
+    return pkg
+
+
+def rev_package(rev: str, out: Path, so: Path | None = None) -> Path:
+    """REV's Python package under out/pkg/golfpack with the native extension `so` (None: this
+    checkout's golfpack._C) under the file name this Python imports; returns out/pkg."""
     import golfpack._C as native
 
     data = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
@@ -61,8 +70,7 @@ def rev_tree(rev: str, out: Path) -> Path:
     pkg = out / "pkg"
     for dest, folder in sorted(packages.items()):  # "golfpack" first, then its subpackages
         shutil.copytree(src / folder, pkg / dest, dirs_exist_ok=True)
-    shutil.copy(native.__file__, pkg / "golfpack" / Path(native.__file__).name)
-    (out / "runner.py").write_text(_RUNNER)
+    shutil.copy(native.__file__ if so is None else so, pkg / "golfpack" / Path(native.__file__).name)
     return pkg
 
 
