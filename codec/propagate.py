@@ -38,7 +38,7 @@ from golfpack.errors import GolfpackError
 
 
 class _Stop(Exception):
-    """Raised by a hook once a stage's inputs are captured: the rest of the forward is not needed."""
+    """Raised by the last stage's pre-hook once it is re-quantized: the rest of the forward is not needed."""
 
 
 @dataclass(frozen=True)
